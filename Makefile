@@ -1,0 +1,44 @@
+# One entry point for chores; CI runs `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-unit demo model broker lint typecheck clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)  ## create .venv and install the worker with its dev extra
+
+test: install  ## run the whole suite (unit, agent, integration on the embedded broker)
+	$(BIN)/python -m pytest -q
+
+test-unit: install  ## run only the fast pure tests
+	$(BIN)/python -m pytest -q tests/unit
+
+demo: install  ## broker + worker + sample stream; prints triggers and stops by itself
+	$(BIN)/churn-worker demo
+
+model: install  ## rebuild models/churn-v1 reproducibly from the synthetic generator
+	$(BIN)/churn-worker train --synthetic --out models/churn-v1
+
+broker: install  ## start the embedded Kafka-protocol broker on a free port
+	$(BIN)/churn-worker broker
+
+lint: install  ## ruff
+	$(BIN)/python -m ruff check worker tests
+
+typecheck: install  ## mypy on the package
+	$(BIN)/python -m mypy worker
+
+clean:  ## remove the virtual environment and local state
+	rm -rf $(VENV) churn-data .pytest_cache *.egg-info

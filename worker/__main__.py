@@ -1,0 +1,4 @@
+"""`python -m worker` runs the CLI."""
+from worker.cli import main
+
+raise SystemExit(main())

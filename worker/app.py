@@ -1,0 +1,292 @@
+"""The faust shell: topics (raw bytes), the state table, the agent, the timer, HTTP.
+
+The only module that imports faust. Everything it decides comes from the pure
+core (events, state, triggers, pipeline); this module moves bytes and offsets.
+
+Data flow:
+    input topics --parse--> valid, keyed by customer? ---------------------> agent
+                   |             \\-- not keyed by customer id --> <app>-events-by-customer --/
+                   \\-- invalid --> dead-letter topic (original bytes, reason, source in headers)
+    timer: deadline index --due--> tick message on <app>-events-by-customer --> agent
+    agent: batch -> pipeline.process -> state table (changelog) + trigger topics
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+import numpy as np
+from aiokafka.partitioner import murmur2
+from prometheus_client import generate_latest
+
+from worker.codec import decode_state, encode_state
+from worker.config import Settings
+from worker.deadlines import DeadlineIndex
+from worker.events import Event, InvalidEvent, parse_event
+from worker.messages import dead_letter_headers, encode
+from worker.metrics import Metrics
+from worker.pipeline import Context, Item, process
+from worker.policy import Policy
+from worker.scoring import ModelArtifact, score_batch
+from worker.state import FEATURE_NAMES, features
+from worker.triggers import pending_deadline
+
+log = logging.getLogger("churn_worker")
+TICK = b"tick"
+KIND_HEADER = "churn.kind"
+REBUILD_YIELD_EVERY = 5000  # keys scanned between event-loop yields when rebuilding the index
+# aiohttp refuses a charset inside content_type; Prometheus reads text 0.0.4 as UTF-8 anyway.
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, as Java and aiokafka producers use)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class ChurnApp:
+    """Builds the faust app and holds the worker's in-memory indexes."""
+
+    def __init__(self, settings: Settings, artifact: ModelArtifact, policy: Policy,
+                 metrics: Metrics | None = None, *, broker: str | None = None) -> None:
+        self.settings = settings
+        self.artifact = artifact
+        self.policy = policy
+        self.metrics = metrics or Metrics()
+        self.index = DeadlineIndex()
+        self.partition_time: dict[int, float] = {}  # partition -> max event time seen
+        self.tracked = 0
+        self.app = self._make_app(broker or _broker_url(settings))
+        self._declare()
+        self.metrics.model_info.labels(artifact.version, artifact.kind).set(1)
+        self.metrics.policy_info.labels(policy.version).set(1)
+
+    # ---- wiring ---------------------------------------------------------------------------
+    def _make_app(self, broker: str) -> faust.App:
+        s = self.settings
+        return faust.App(
+            s.app_id, broker=broker, store="memory://", autodiscover=False,
+            topic_partitions=s.topic_partitions, topic_replication_factor=s.topic_replication,
+            processing_guarantee="at_least_once", consumer_auto_offset_reset=s.offset_reset,
+            broker_max_poll_records=s.max_poll_records, table_standby_replicas=1,
+            web_bind=s.web_host, web_host=s.web_host, web_port=s.web_port, datadir=str(s.data_dir),
+            producer_acks=-1,
+        )
+
+    def _declare(self) -> None:
+        s, app = self.settings, self.app
+        raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.source = app.topic(*s.input_topics, s.repartition_topic, partitions=s.topic_partitions, **raw)
+        self.repartition = app.topic(s.repartition_topic, partitions=s.topic_partitions, **raw)
+        self.dead_letter = app.topic(s.dead_letter_topic, **raw)
+        self.outputs = {kind: app.topic(name, **raw) for kind, name in s.trigger_topics.items()}
+        self.table = app.Table(
+            # Values are worker.codec bytes: compact in memory and on the changelog.
+            "customer_state", default=None, key_type=bytes, value_type=bytes, partitions=s.topic_partitions,
+            # take_events() bodies run outside per-event iteration; the producer's
+            # partitioner puts each key on the partition its events came from.
+            use_partitioner=True,
+        )
+        app.agent(self.source, name="customer-events", concurrency=1)(self._agent)
+        app.timer(s.timer_interval_s, name="inactivity-timer")(self._tick)
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        self._routes()
+
+    # ---- the agent -------------------------------------------------------------------------
+    async def _agent(self, stream: Any) -> None:
+        s = self.settings
+        async for batch in stream.take_events(s.batch_size, within=s.batch_within_s):
+            await self.handle_batch(batch)
+
+    async def handle_batch(self, batch: list[Any]) -> None:
+        started = time.monotonic()
+        wall = time.time()
+        items: list[Item] = []
+        pending: list[Any] = []
+        for ev in batch:
+            item = await self._admit(ev, wall, pending)
+            if item is not None:
+                items.append(item)
+        if items:
+            await self._process(items, wall, pending)
+        if pending:
+            await asyncio.gather(*pending)  # outputs appended before the batch is acked
+        m = self.metrics
+        for ev in batch:
+            m.latency.observe(max(time.time() - ev.message.timestamp, 0.0))
+        m.batch_seconds.observe(time.monotonic() - started)
+
+    async def _admit(self, ev: Any, wall: float, pending: list) -> Item | None:
+        msg = ev.message
+        if _header(msg, KIND_HEADER) == TICK:
+            deadline = float(json.loads(msg.value)["deadline"])
+            return Item(msg.key.decode(), None, deadline, ref=msg)
+        parsed = parse_event(msg.value, self.settings.max_event_bytes)
+        if isinstance(parsed, Event) and self.settings.clock == "wall" \
+                and parsed.occurred_at > wall + self.settings.max_future_s:
+            parsed = InvalidEvent("timestamp_out_of_range",
+                                  f"occurred_at is {parsed.occurred_at - wall:.0f} s in the future",
+                                  msg.value, parsed.customer_id)
+        if isinstance(parsed, InvalidEvent):
+            pending.append(await self._dead_letter(parsed, msg))
+            return None
+        key = parsed.customer_id.encode()
+        if msg.key != key or msg.partition != partition_of(key, self.settings.topic_partitions):
+            self.metrics.events.labels(parsed.type, "repartitioned").inc()
+            pending.append(await self.repartition.send(key=key, value=msg.value))
+            return None
+        self.partition_time[msg.partition] = max(self.partition_time.get(msg.partition, 0.0),
+                                                 parsed.occurred_at)
+        return Item(parsed.customer_id, parsed, ref=msg)
+
+    async def _dead_letter(self, bad: InvalidEvent, msg: Any) -> Any:
+        self.metrics.dead_letters.labels(bad.reason).inc()
+        if bad.reason != "late":  # late events are counted under their own type and outcome
+            self.metrics.events.labels("unknown", "dead_lettered").inc()
+        log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset,
+                    bad.reason, bad.detail)
+        return await self.dead_letter.send(
+            key=msg.key, value=bad.raw or msg.value or b"",
+            headers=dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
+
+    async def _process(self, items: list[Item], wall: float, pending: list) -> None:
+        s, m = self.settings, self.metrics
+        keys = {i.customer_id: i.customer_id.encode() for i in items}
+        states = {cid: decode_state(raw) for cid, k in keys.items() if (raw := self.table.get(k)) is not None}
+        ctx = Context(self.artifact, self.policy, s.lateness_s, emitted_at=wall,
+                      event_clock=s.clock == "event", emit_max_age_s=s.emit_max_age_s)
+        result = process(items, states, ctx)
+        for cid, state in result.states.items():
+            if cid not in states:
+                self.tracked += 1
+            self.table[keys[cid]] = encode_state(state)
+            self.index.set(keys[cid], result.deadlines[cid])
+        for trigger in result.triggers:
+            pending.append(await self.outputs[trigger["type"]].send(
+                key=trigger["customer_id"].encode(), value=encode(trigger)))
+            m.triggers.labels(trigger["type"]).inc()
+        for item in result.late:
+            bad = InvalidEvent("late", f"older than the customer's newest event by more than {s.lateness_s:.0f} s",
+                               item.ref.value, item.customer_id)
+            pending.append(await self._dead_letter(bad, item.ref))
+        self._record(result)
+
+    def _record(self, result: Any) -> None:
+        m = self.metrics
+        for (etype, outcome), n in result.outcomes.items():
+            m.events.labels(etype, outcome).inc(n)
+        for (kind, reason), n in result.suppressed.items():
+            m.suppressed.labels(kind, reason).inc(n)
+        for kind, n in result.holdouts.items():
+            m.holdout.labels(kind).inc(n)
+        for kind, n in result.quiet.items():
+            m.suppressed.labels(kind, "history").inc(n)
+        m.batch_size.observe(len(result.scores))
+        for score in result.scores:
+            m.risk.observe(score)
+        m.customers.set(self.tracked)
+        m.deadlines.set(len(self.index))
+        if self.partition_time:
+            m.watermark.set(self.watermark())
+
+    # ---- silence: the inactivity timer ---------------------------------------------------
+    def watermark(self) -> float:
+        """Event time every active partition has reached (0 before any event)."""
+        return min(self.partition_time.values(), default=0.0)
+
+    def clock_now(self) -> float:
+        return self.watermark() if self.settings.clock == "event" else time.time()
+
+    async def _tick(self) -> None:
+        if not self.is_ready():
+            return
+        started = time.monotonic()
+        due = self.index.pop_due(self.clock_now(), limit=10_000)
+        for key, deadline in due:
+            await self.repartition.send(key=key, value=json.dumps({"deadline": deadline}).encode(),
+                                        headers=[(KIND_HEADER, TICK)])
+        self.metrics.tick_seconds.observe(time.monotonic() - started)
+        self.metrics.deadlines.set(len(self.index))
+
+    async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        """Rebuild the deadline index (in-memory) from the recovered table, active partitions only."""
+        active = self.active_partitions()
+        self.index.clear()
+        self.partition_time = {p: t for p, t in self.partition_time.items() if p in active}
+        count = 0
+        for n, (key, raw) in enumerate(list(self.table.data.items())):
+            if partition_of(key, self.settings.topic_partitions) in active:
+                count += 1
+                self.index.set(key, pending_deadline(self.policy, decode_state(raw)))
+            if n % REBUILD_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        self.tracked = count
+        self.metrics.customers.set(count)
+        self.metrics.deadlines.set(len(self.index))
+        log.info("deadline index rebuilt: %d customers, %d pending, partitions %s",
+                 count, len(self.index), sorted(active))
+
+    def active_partitions(self) -> set[int]:
+        topic = self.settings.repartition_topic
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
+    def is_ready(self) -> bool:
+        app = self.app
+        ready = bool(app.consumer and app.consumer.assignment()) and not app.rebalancing \
+            and not app.tables.recovery.in_recovery
+        self.metrics.ready.set(1 if ready else 0)
+        return ready
+
+    # ---- HTTP --------------------------------------------------------------------------------
+    def _routes(self) -> None:
+        app, owner = self.app, self
+
+        @app.page("/metrics")
+        async def metrics_view(web: Any, request: Any) -> Any:
+            owner.is_ready()
+            return web.bytes(generate_latest(owner.metrics.registry), content_type=PROMETHEUS_CONTENT_TYPE)
+
+        @app.page("/health")
+        async def health(web: Any, request: Any) -> Any:
+            return web.json({"status": "ok"})
+
+        @app.page("/ready")
+        async def ready(web: Any, request: Any) -> Any:
+            ok = owner.is_ready()
+            return web.json({"ready": ok, "model_version": owner.artifact.version,
+                             "policy_version": owner.policy.version}, status=200 if ok else 503)
+
+        @app.page("/customers/{customer_id}")
+        @app.table_route(table=self.table, match_info="customer_id")
+        async def customer(web: Any, request: Any, customer_id: str) -> Any:
+            return web.json(owner.describe(customer_id))
+
+    def describe(self, customer_id: str) -> dict[str, Any]:
+        """State, features and score of one customer as this worker sees it now."""
+        raw = self.table.get(customer_id.encode())
+        if raw is None:
+            return {"customer_id": customer_id, "known": False}
+        state = decode_state(raw)
+        now = max(self.clock_now(), state.last_seen)
+        row = features(state, now)
+        score = float(score_batch(self.artifact, np.array([row]))[0])
+        return {"customer_id": customer_id, "known": True, "orders": state.orders,
+                "logins": state.logins, "risk_score": round(score, 4),
+                "next_deadline": pending_deadline(self.policy, state),
+                "features": dict(zip(FEATURE_NAMES, row))}
+
+
+def _header(msg: Any, name: str) -> bytes | None:
+    for key, value in msg.headers or ():
+        if key == name:
+            return value
+    return None
+
+
+def _broker_url(settings: Settings) -> str:
+    hosts = [h.strip() for h in (settings.kafka_bootstrap or "").split(",") if h.strip()]
+    return ";".join(f"kafka://{h}" for h in hosts)

@@ -1,0 +1,174 @@
+"""The one command line: churn-worker run | broker | generate | produce | demo | train | policy."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+
+from worker.errors import ChurnWorkerError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ChurnWorkerError as exc:
+        print(f"churn-worker: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="churn-worker", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the worker against CHURN_KAFKA_BOOTSTRAP")
+    run.set_defaults(func=cmd_run)
+
+    broker = sub.add_parser("broker", help="start the embedded Kafka-protocol broker (dev/demo)")
+    broker.add_argument("--port", type=int, default=None, help="default: a free port")
+    broker.set_defaults(func=cmd_broker)
+
+    gen = sub.add_parser("generate", help="write a synthetic customer event stream (JSONL)")
+    gen.add_argument("--out", required=True, type=Path)
+    _generator_args(gen)
+    gen.add_argument("--bad-fraction", type=float, default=0.0, help="share of malformed messages")
+    gen.set_defaults(func=cmd_generate)
+
+    prod = sub.add_parser("produce", help="send a JSONL file to the input topic")
+    prod.add_argument("file", type=Path)
+    prod.add_argument("--topic", default=None, help="default: the first input topic")
+    prod.add_argument("--unkeyed", action="store_true", help="send without keys (exercises repartitioning)")
+    prod.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    prod.set_defaults(func=cmd_produce)
+
+    demo = sub.add_parser("demo", help="broker + worker + sample stream, then a summary")
+    _generator_args(demo, customers=1500, days=150)
+    demo.add_argument("--keep-running", action="store_true", help="leave broker and worker up at the end")
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="train a model artifact by replaying events")
+    src = train.add_mutually_exclusive_group(required=True)
+    src.add_argument("--events", nargs="+", type=Path, help="JSONL files in the event schema")
+    src.add_argument("--synthetic", action="store_true", help="use the seeded synthetic generator")
+    train.add_argument("--out", required=True, type=Path)
+    train.add_argument("--horizon-days", type=float, default=30.0)
+    train.add_argument("--churn-on", choices=("activity", "purchase"), default="activity")
+    train.add_argument("--version", default=None)
+    _generator_args(train, customers=4000, days=240)
+    train.set_defaults(func=cmd_train)
+
+    pol = sub.add_parser("policy", help="validate a policy file and print it")
+    pol.add_argument("file", type=Path)
+    pol.set_defaults(func=cmd_policy)
+    return p
+
+
+def _generator_args(p: argparse.ArgumentParser, customers: int = 2000, days: int = 180) -> None:
+    p.add_argument("--customers", type=int, default=customers)
+    p.add_argument("--days", type=int, default=days)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--start", default="2026-01-05T00:00:00+00:00")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from worker.app import ChurnApp
+    from worker.config import load_settings
+    from worker.errors import ConfigError
+    from worker.policy import load_policy
+    from worker.scoring import load_artifact
+
+    settings = load_settings()
+    if not settings.kafka_bootstrap:
+        raise ConfigError("CHURN_KAFKA_BOOTSTRAP: required for `run` (host:port of the Kafka cluster); "
+                          "`churn-worker demo` starts an embedded broker instead")
+    artifact = load_artifact(settings.model_dir)
+    policy = load_policy(settings.policy_path)
+    churn = ChurnApp(settings, artifact, policy)
+    print(f"churn-worker: model {artifact.version}, policy {policy.version}, clock {settings.clock}, "
+          f"http://{settings.web_host}:{settings.web_port}/metrics", flush=True)
+    Worker(churn.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from worker.embedded import EmbeddedBroker
+
+    with EmbeddedBroker(args.port) as broker:
+        print(f"embedded broker (Tansu, in-memory) listening: CHURN_KAFKA_BOOTSTRAP={broker.bootstrap}",
+              flush=True)
+        while broker.process and broker.process.poll() is None:
+            time.sleep(0.5)
+    return 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from worker.generate import corrupt, generate
+
+    events = generate(args.customers, args.days, args.seed, args.start)
+    messages = corrupt(events, args.bad_fraction, args.seed) if args.bad_fraction else None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if messages is None:
+        from worker.generate import write_jsonl
+        count = write_jsonl(args.out, events)
+    else:
+        args.out.write_bytes(b"".join(m.replace(b"\n", b" ") + b"\n" for m in messages))
+        count = len(messages)
+    print(f"wrote {count} messages ({len(events)} events, {args.customers} customers, "
+          f"{args.days} days, seed {args.seed}) to {args.out}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from worker.config import load_settings
+    from worker.errors import ConfigError
+    from worker.kafka_io import create_topics, lines, produce
+
+    settings = load_settings()
+    if not settings.kafka_bootstrap:
+        raise ConfigError("CHURN_KAFKA_BOOTSTRAP: required for `produce`")
+    topic = args.topic or settings.input_topics[0]
+    total = sum(1 for _ in lines(str(args.file)))
+
+    async def go() -> int:
+        await create_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+        with tqdm(total=total, unit="ev", desc=f"-> {topic}") as bar:
+            return await produce(settings.kafka_bootstrap, topic, lines(str(args.file)),
+                                 keyed=not args.unkeyed, progress=bar, rate=args.rate)
+
+    sent = asyncio.run(go())
+    print(f"sent {sent} messages to {topic}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from worker.training import train_command
+
+    return train_command(args)
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from worker.policy import load_policy
+
+    policy = load_policy(args.file)
+    print(f"{args.file}: valid policy, version {policy.version}")
+    print(policy.model_dump_json(indent=2))
+    return 0

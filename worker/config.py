@@ -1,0 +1,80 @@
+"""One frozen Settings object, read from the environment (prefix CHURN_) once, in main().
+
+Every field can be set as CHURN_<FIELD_NAME>; a bad value stops start-up with a
+`ConfigError` that names the variable.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
+
+
+class Settings(BaseSettings):
+    """Operational settings. Business thresholds live in the policy file, not here."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset = embedded broker (demo/test only)")
+    app_id: str = Field("churn-worker", pattern=r"^[A-Za-z0-9._-]+$", description="faust app id and consumer group")
+    input_topics: Annotated[tuple[str, ...], NoDecode] = ("customer-events",)
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    topic_replication: int = Field(1, ge=1, le=7)
+    dead_letter_topic: str = "churn-dead-letter"
+    follow_up_topic: str = "churn-trigger-follow-up"
+    win_back_topic: str = "churn-trigger-win-back"
+    service_recovery_topic: str = "churn-trigger-service-recovery"
+    model_dir: Path = Path("models/churn-v1")
+    policy_path: Path = DEFAULT_POLICY
+    clock: Literal["wall", "event"] = Field("wall", description="wall in production; event for replays")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    data_dir: Path = Path("churn-data")
+    batch_size: int = Field(500, ge=1, le=100_000)
+    batch_within_s: float = Field(0.1, gt=0, le=60)
+    max_event_bytes: int = Field(65_536, ge=256)
+    timer_interval_s: float = Field(1.0, gt=0, le=3600)
+    lateness_s: float = Field(3 * 86400, ge=0, description="out-of-order tolerance per customer")
+    max_future_s: float = Field(300, ge=0, description="wall clock: events further ahead are dead-lettered")
+    emit_max_age_s: float = Field(2 * 86400, ge=0, description="wall clock: events older than this update state but fire nothing")
+    offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(1000, ge=1)
+    log_level: str = "info"
+
+    @field_validator("input_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(t.strip() for t in value.split(",") if t.strip())
+        if not value:
+            raise ValueError("at least one input topic is required")
+        return value
+
+    @property
+    def trigger_topics(self) -> dict[str, str]:
+        return {
+            "follow_up": self.follow_up_topic,
+            "win_back": self.win_back_topic,
+            "service_recovery": self.service_recovery_topic,
+        }
+
+    @property
+    def repartition_topic(self) -> str:
+        return f"{self.app_id}-events-by-customer"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from the environment (and overrides); name the bad field on failure."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CHURN_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

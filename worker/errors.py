@@ -1,0 +1,31 @@
+"""Every error the worker raises on purpose has one root.
+
+    ChurnWorkerError
+    ├── ConfigError        a setting is missing or invalid (start-up stops)
+    ├── PolicyError        the trigger policy file is invalid (start-up stops / update refused)
+    ├── ModelError         the model artifact is missing, mismatched or broken (start-up stops)
+    └── BrokerError        the embedded broker could not be started or reached
+
+Bad *events* are not exceptions: `worker.events.parse_event` returns an
+`InvalidEvent` value that the app sends to the dead-letter topic.
+"""
+
+
+class ChurnWorkerError(Exception):
+    """Root of every error the worker raises on purpose."""
+
+
+class ConfigError(ChurnWorkerError):
+    """A setting is invalid. Fix the named field (env var CHURN_<FIELD>) and restart."""
+
+
+class PolicyError(ChurnWorkerError):
+    """The policy file is invalid. Fix the named field; a running worker keeps its old policy."""
+
+
+class ModelError(ChurnWorkerError):
+    """The model artifact cannot be served. Rebuild it (`make model`) or point CHURN_MODEL_DIR elsewhere."""
+
+
+class BrokerError(ChurnWorkerError):
+    """The embedded broker did not start. Install the dev extra or set CHURN_KAFKA_BOOTSTRAP."""

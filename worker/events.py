@@ -1,0 +1,196 @@
+"""Customer events, schema v1: parse raw Kafka message bytes into values.
+
+`parse_event(raw)` never raises on bad input: it returns an `Event` or an
+`InvalidEvent(reason, detail, raw)` whose `reason` is one of the bounded
+`REASONS` (a metric label), and whose `detail` says what was expected and
+what arrived. The published JSON Schema is `worker/schemas/event.v1.json`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+SCHEMA_VERSION = 1
+EVENT_TYPES = ("login", "purchase", "support")
+SUPPORT_ACTIONS = ("opened", "replied", "resolved", "reopened")
+MAX_ID_LENGTH = 128
+# Events dated outside these bounds are typos or unit mistakes (ms vs s), not history.
+MIN_TIME = datetime.fromisoformat("2000-01-01T00:00:00+00:00").timestamp()
+MAX_TIME = datetime.fromisoformat("2100-01-01T00:00:00+00:00").timestamp()
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+REASONS = (
+    "oversize", "not_utf8", "bad_json", "not_object", "bad_schema_version",
+    "missing_field", "bad_field_type", "bad_field_value", "unknown_event_type",
+    "bad_timestamp", "timestamp_out_of_range", "late",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One valid customer event. `occurred_at` is seconds since the epoch (UTC)."""
+
+    event_id: str
+    type: str
+    customer_id: str
+    occurred_at: float
+    channel: str | None = None
+    order_id: str | None = None
+    amount: float = 0.0
+    currency: str | None = None
+    ticket_id: str | None = None
+    action: str | None = None
+    csat: int | None = None
+    nps: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """Why a message was refused; `raw` is the original bytes, kept for the dead-letter topic."""
+
+    reason: str
+    detail: str
+    raw: bytes
+    customer_id: str | None = None
+
+
+class _Refused(Exception):
+    """Internal: carries a refusal out of the field checks (never leaves this module)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_event(raw: bytes, max_bytes: int = 65536) -> Event | InvalidEvent:
+    """Parse one message value. Pure: no clock, no I/O."""
+    if raw is None:
+        return InvalidEvent("not_object", "message has no value (tombstone)", b"")
+    if len(raw) > max_bytes:
+        return InvalidEvent("oversize", f"{len(raw)} bytes > limit {max_bytes}", raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidEvent("not_utf8", f"not UTF-8 at byte {exc.start}", raw)
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        return InvalidEvent("bad_json", f"invalid JSON: {exc}", raw)
+    if not isinstance(obj, dict):
+        return InvalidEvent("not_object", f"expected a JSON object, got {type(obj).__name__}", raw)
+    try:
+        return _build(obj)
+    except _Refused as ref:
+        cid = obj.get("customer_id")
+        return InvalidEvent(ref.reason, ref.detail, raw, cid if isinstance(cid, str) else None)
+
+
+def _build(obj: dict[str, Any]) -> Event:
+    version = obj.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise _Refused("bad_schema_version", f"schema_version: expected {SCHEMA_VERSION}, got {version!r}")
+    kind = _string(obj, "type")
+    if kind not in EVENT_TYPES:
+        raise _Refused("unknown_event_type", f"type: expected one of {EVENT_TYPES}, got {kind!r}")
+    common = dict(
+        event_id=_string(obj, "event_id"),
+        type=kind,
+        customer_id=_string(obj, "customer_id"),
+        occurred_at=_timestamp(obj, "occurred_at"),
+    )
+    if kind == "login":
+        return Event(**common, channel=_string(obj, "channel", required=False))
+    if kind == "purchase":
+        currency = _string(obj, "currency")
+        if not _CURRENCY.match(currency):
+            raise _Refused("bad_field_value", f"currency: expected ISO 4217 code like 'EUR', got {currency!r}")
+        return Event(**common, order_id=_string(obj, "order_id"), amount=_amount(obj), currency=currency)
+    action = _string(obj, "action")
+    if action not in SUPPORT_ACTIONS:
+        raise _Refused("bad_field_value", f"action: expected one of {SUPPORT_ACTIONS}, got {action!r}")
+    return Event(
+        **common, ticket_id=_string(obj, "ticket_id"), action=action,
+        csat=_score(obj, "csat", 1, 5), nps=_score(obj, "nps", 0, 10),
+    )
+
+
+def _string(obj: dict[str, Any], name: str, required: bool = True) -> Any:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise _Refused("missing_field", f"{name}: required field is missing")
+        return None
+    if not isinstance(value, str):
+        raise _Refused("bad_field_type", f"{name}: expected string, got {type(value).__name__}")
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise _Refused("bad_field_value", f"{name}: expected 1..{MAX_ID_LENGTH} characters, got {len(value)}")
+    return value
+
+
+def _timestamp(obj: dict[str, Any], name: str) -> float:
+    text = _string(obj, name)
+    if not _RFC3339.match(text):
+        raise _Refused("bad_timestamp", f"{name}: expected RFC 3339 with offset, got {text!r}")
+    try:
+        seconds = datetime.fromisoformat(text.replace("z", "Z")).timestamp()
+    except ValueError as exc:
+        raise _Refused("bad_timestamp", f"{name}: {exc}") from None
+    if not MIN_TIME <= seconds < MAX_TIME:
+        raise _Refused("timestamp_out_of_range", f"{name}: {text} is outside 2000-01-01..2100-01-01")
+    return seconds
+
+
+def _amount(obj: dict[str, Any]) -> float:
+    value = obj.get("amount")
+    if value is None:
+        raise _Refused("missing_field", "amount: required field is missing")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _Refused("bad_field_type", f"amount: expected decimal number or string, got {type(value).__name__}")
+    try:
+        number = float(Decimal(str(value)))
+    except InvalidOperation:
+        raise _Refused("bad_field_type", f"amount: expected decimal, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise _Refused("bad_field_value", f"amount: expected a finite number >= 0, got {value!r}")
+    return number
+
+
+def _score(obj: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Refused("bad_field_type", f"{name}: expected integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise _Refused("bad_field_value", f"{name}: expected {low}..{high}, got {value}")
+    return value
+
+
+def to_json(event: Event) -> dict[str, Any]:
+    """The wire form of an event (inverse of parse_event for valid events)."""
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "event_id": event.event_id, "type": event.type,
+        "customer_id": event.customer_id, "occurred_at": format_time(event.occurred_at),
+    }
+    if event.type == "login" and event.channel:
+        out["channel"] = event.channel
+    elif event.type == "purchase":
+        out.update(order_id=event.order_id, amount=round(event.amount, 2), currency=event.currency)
+    elif event.type == "support":
+        out.update(ticket_id=event.ticket_id, action=event.action)
+        out.update({k: v for k, v in (("csat", event.csat), ("nps", event.nps)) if v is not None})
+    return out
+
+
+def format_time(seconds: float) -> str:
+    """RFC 3339 in UTC with a Z suffix, second precision."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,77 @@
+"""Outbound messages: trigger events (schema v1) and dead-letter records.
+
+The trigger schema is published as `worker/schemas/trigger.v1.json`; fields are
+only ever added within a schema version, never renamed or removed.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from worker.events import InvalidEvent, format_time
+from worker.policy import Policy
+from worker.state import FEATURE_NAMES, CustomerState, clv_estimate, nps_class, rhythm_days
+from worker.triggers import Fire, Holdout
+
+TRIGGER_SCHEMA_VERSION = 1
+
+
+def segment(policy: Policy, state: CustomerState, now: float) -> str:
+    """Value/loyalty segment: champion > loyal > new > occasional > prospect."""
+    seg = policy.segments
+    if state.orders >= seg.loyal_orders and clv_estimate(state, now) >= seg.champion_clv:
+        return "champion"
+    if state.orders >= seg.loyal_orders:
+        return "loyal"
+    if now - state.first_seen < seg.new_days * 86400:
+        return "new"
+    return "occasional" if state.orders else "prospect"
+
+
+def rhythm(state: CustomerState) -> str:
+    """How often the customer usually shows up, so a message can fit their habit."""
+    days = rhythm_days(state)
+    if days is None:
+        return "unknown"
+    return "daily" if days <= 1.5 else "weekly" if days <= 10 else "monthly" if days <= 45 else "rare"
+
+
+def build_trigger(decision: Fire | Holdout, *, customer_id: str, state: CustomerState,
+                  score: float, row: list[float], reasons: list[dict], now: float,
+                  emitted_at: float, policy: Policy,
+                  model_version: str) -> dict[str, Any]:
+    return {
+        "schema_version": TRIGGER_SCHEMA_VERSION,
+        "trigger_id": decision.trigger_id,
+        "type": decision.type,
+        "customer_id": customer_id,
+        "rule": decision.rule,
+        "risk_score": round(float(score), 4),
+        "risk_band": policy.band(score),
+        "threshold": decision.threshold,
+        "model_version": model_version,
+        "policy_version": policy.version,
+        "top_reasons": reasons,
+        "segment": segment(policy, state, now),
+        "rhythm": rhythm(state),
+        "nps_class": nps_class(state.last_nps),
+        "state": {name: round(float(v), 4) for name, v in zip(FEATURE_NAMES, row)},
+        "event_time": format_time(now),
+        "emitted_at": format_time(emitted_at),
+    }
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def dead_letter_headers(bad: InvalidEvent, topic: str, partition: int, offset: int,
+                        ) -> list[tuple[str, bytes]]:
+    """Where the message came from and why it was refused; the value stays the original bytes."""
+    return [
+        ("dlq.reason", bad.reason.encode()),
+        ("dlq.detail", bad.detail[:1000].encode()),
+        ("dlq.source.topic", topic.encode()),
+        ("dlq.source.partition", str(partition).encode()),
+        ("dlq.source.offset", str(offset).encode()),
+    ]

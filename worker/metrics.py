@@ -1,0 +1,68 @@
+"""Every Prometheus metric of the worker, on an injected CollectorRegistry.
+
+Base units (seconds, bytes), counters end in _total, label values are bounded
+(event types, outcomes, reasons, trigger types); never a customer id.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from worker.events import EVENT_TYPES, REASONS
+from worker.triggers import TRIGGER_TYPES
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+SCORE_BUCKETS = tuple(round(x * 0.05, 2) for x in range(1, 21))
+# `_created` series double every counter and mean nothing to the alerts.
+disable_created_metrics()
+OUTCOMES = ("applied", "duplicate", "late", "dead_lettered", "repartitioned")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("churn_events_consumed_total", "Input messages by event type and outcome",
+                              ["type", "outcome"], registry=r)
+        self.dead_letters = Counter("churn_events_dead_lettered_total", "Messages sent to the dead-letter topic",
+                                    ["reason"], registry=r)
+        self.latency = Histogram("churn_event_processing_latency_seconds",
+                                 "Kafka append time to end of processing", buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("churn_scoring_batch_size", "Rows per predict_proba call",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("churn_scoring_batch_duration_seconds",
+                                       "Time to process one batch (state, scoring, decisions)",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.triggers = Counter("churn_triggers_emitted_total", "Triggers sent", ["type"], registry=r)
+        self.suppressed = Counter("churn_triggers_suppressed_total", "Triggers not sent, by reason",
+                                  ["type", "reason"], registry=r)
+        self.holdout = Counter("churn_triggers_holdout_total", "Triggers withheld for the control group",
+                               ["type"], registry=r)
+        self.risk = Histogram("churn_risk_score", "Churn probability of every scored state",
+                              buckets=SCORE_BUCKETS, registry=r)
+        self.customers = Gauge("churn_customers_tracked", "Customers in this worker's active partitions",
+                               registry=r)
+        self.deadlines = Gauge("churn_deadline_index_size", "Customers with a pending silence deadline",
+                               registry=r)
+        self.tick_seconds = Histogram("churn_timer_tick_duration_seconds", "Inactivity timer tick cost",
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.watermark = Gauge("churn_event_time_watermark_seconds",
+                               "Event-time watermark (min over active partitions of max event time)",
+                               registry=r)
+        self.model_info = Gauge("churn_model_info", "Model being served", ["version", "kind"], registry=r)
+        self.policy_info = Gauge("churn_policy_info", "Trigger policy in force", ["version"], registry=r)
+        self.ready = Gauge("churn_worker_ready", "1 when partitions are assigned and recovered", registry=r)
+        self._prime()
+
+    def _prime(self) -> None:
+        """Create every bounded series at zero so rates and alerts work before the first event."""
+        for t in EVENT_TYPES:
+            for o in OUTCOMES:
+                self.events.labels(t, o)
+        self.events.labels("unknown", "dead_lettered")
+        for reason in REASONS:
+            self.dead_letters.labels(reason)
+        for t in TRIGGER_TYPES:
+            self.triggers.labels(t)
+            self.holdout.labels(t)
+            self.suppressed.labels(t, "cooldown")

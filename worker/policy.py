@@ -1,0 +1,117 @@
+"""The trigger policy: thresholds, windows, SLA, cooldowns, holdout, segments.
+
+Loaded from a TOML file a product person can read (`worker/default_policy.toml`
+documents every field). `load_policy` refuses a bad file with a PolicyError that
+names the field; a running worker that is refused an update keeps its old policy.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from worker.errors import PolicyError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class Risk(BaseModel):
+    model_config = _STRICT
+    follow_up_threshold: float = Field(ge=0, le=1)
+    win_back_threshold: float = Field(ge=0, le=1)
+    bands: dict[str, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Risk:
+        if self.follow_up_threshold > self.win_back_threshold:
+            raise ValueError("follow_up_threshold must not exceed win_back_threshold")
+        edges = list(self.bands.values())
+        if not edges or edges[0] != 0 or edges != sorted(edges) or edges[-1] > 1:
+            raise ValueError("bands must start at 0 and rise, within 0..1")
+        return self
+
+
+class Lapse(BaseModel):
+    model_config = _STRICT
+    rhythm_multiplier: float = Field(gt=0)
+    min_days: float = Field(gt=0)
+    max_days: float = Field(gt=0)
+    default_days: float = Field(gt=0)
+    follow_up_check_at: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Lapse:
+        if not self.min_days <= self.default_days <= self.max_days:
+            raise ValueError("need min_days <= default_days <= max_days")
+        return self
+
+
+class Support(BaseModel):
+    model_config = _STRICT
+    sla_hours: float = Field(gt=0)
+    bad_csat_max: int = Field(ge=1, le=4)
+
+
+class Cooldown(BaseModel):
+    model_config = _STRICT
+    follow_up_days: float = Field(ge=0)
+    win_back_days: float = Field(ge=0)
+    service_recovery_days: float = Field(ge=0)
+
+
+class Holdout(BaseModel):
+    model_config = _STRICT
+    percent: float = Field(ge=0, le=100)
+    salt: str = Field(min_length=1)
+
+
+class Segments(BaseModel):
+    model_config = _STRICT
+    champion_clv: float = Field(ge=0)
+    loyal_orders: int = Field(ge=1)
+    new_days: float = Field(ge=0)
+
+
+class Policy(BaseModel):
+    model_config = _STRICT
+    version: str = Field(min_length=1)
+    risk: Risk
+    lapse: Lapse
+    support: Support
+    cooldown: Cooldown
+    holdout: Holdout
+    segments: Segments
+
+    def cooldown_s(self, trigger_type: str) -> float:
+        return getattr(self.cooldown, f"{trigger_type}_days") * 86400.0
+
+    def band(self, score: float) -> str:
+        name = next(iter(self.risk.bands))
+        for band, edge in self.risk.bands.items():
+            if score >= edge:
+                name = band
+        return name
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise PolicyError(f"{source}: invalid policy: {problems}") from None
+
+
+def load_policy(path: Path | str) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy: {exc.strerror}") from None
+    return parse_policy(text, str(path))

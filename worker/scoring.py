@@ -1,0 +1,138 @@
+"""The model artifact contract, and batched scoring with faithful reasons.
+
+An artifact is a directory with `model.joblib` (a scikit-learn Pipeline:
+log1p -> StandardScaler -> LogisticRegression) and `model_card.json` (feature
+names, library versions, training window, metrics). `load_artifact` refuses a
+feature-name or library-version mismatch and says which. joblib files are
+pickles: load only artifacts you built or trust.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+
+from worker.errors import ModelError
+from worker.state import FEATURE_NAMES
+
+MODEL_FILE = "model.joblib"
+CARD_FILE = "model_card.json"
+REQUIRED_CARD_KEYS = ("model_version", "kind", "feature_names", "library_versions")
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    model: Any
+    card: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.card["model_version"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.card["kind"])
+
+
+def load_artifact(path: Path | str) -> ModelArtifact:
+    """Load and validate a model directory; raise ModelError naming what is wrong."""
+    path = Path(path)
+    card = _read_card(path / CARD_FILE)
+    _check_features(card["feature_names"], path)
+    trained_with = card["library_versions"].get("scikit-learn")
+    if trained_with != sklearn.__version__:
+        raise ModelError(
+            f"{path}: model was trained with scikit-learn {trained_with}, this worker runs "
+            f"{sklearn.__version__}; retrain it (`make model` or `churn-worker train`)"
+        )
+    if not (path / MODEL_FILE).is_file():
+        raise ModelError(f"{path}: {MODEL_FILE} is missing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sklearn.exceptions.InconsistentVersionWarning)
+        try:
+            model = joblib.load(path / MODEL_FILE)
+        except Exception as exc:  # a corrupt or foreign pickle can raise anything
+            raise ModelError(f"{path / MODEL_FILE}: cannot be loaded: {exc}") from None
+    artifact = ModelArtifact(model, card)
+    _smoke_test(artifact, path)
+    return artifact
+
+
+def _read_card(card_path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{card_path}: model card is missing") from None
+    except ValueError as exc:
+        raise ModelError(f"{card_path}: not valid JSON: {exc}") from None
+    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
+    if missing:
+        raise ModelError(f"{card_path}: missing field(s) {', '.join(missing)}")
+    return card
+
+
+def _check_features(names: Sequence[str], path: Path) -> None:
+    names = list(names)
+    if names == list(FEATURE_NAMES):
+        return
+    missing = [n for n in FEATURE_NAMES if n not in names]
+    unseen = [n for n in names if n not in FEATURE_NAMES]
+    if missing or unseen:
+        raise ModelError(
+            f"{path}: feature names differ from this worker's: missing {missing or 'none'}, "
+            f"unknown to the worker {unseen or 'none'}"
+        )
+    first = next(i for i, (a, b) in enumerate(zip(names, FEATURE_NAMES)) if a != b)
+    raise ModelError(
+        f"{path}: feature order differs at position {first}: model has {names[first]!r}, "
+        f"worker has {FEATURE_NAMES[first]!r}"
+    )
+
+
+def _smoke_test(artifact: ModelArtifact, path: Path) -> None:
+    try:
+        probe = score_batch(artifact, np.zeros((1, len(FEATURE_NAMES))))
+        explain_batch(artifact, np.zeros((1, len(FEATURE_NAMES))))
+    except Exception as exc:
+        raise ModelError(f"{path}: model cannot score a feature row: {exc}") from None
+    if not np.all(np.isfinite(probe)):
+        raise ModelError(f"{path}: model returned a non-finite probability")
+
+
+def score_batch(artifact: ModelArtifact, rows: np.ndarray) -> np.ndarray:
+    """Churn probabilities for a batch of feature rows (one predict_proba call)."""
+    if len(rows) == 0:
+        return np.zeros(0)
+    return artifact.model.predict_proba(rows)[:, 1]
+
+
+def contributions(artifact: ModelArtifact, rows: np.ndarray) -> np.ndarray:
+    """Per-feature contributions to the log-odds, relative to the average training
+    customer: for log1p -> scaler -> logistic regression they sum exactly to
+    logit(p) - intercept, so a positive contribution raises the risk."""
+    steps = artifact.model.named_steps
+    transformed = rows
+    for name, step in artifact.model.steps[:-1]:
+        transformed = step.transform(transformed)
+    return transformed * steps["classifier"].coef_[0]
+
+
+def explain_batch(artifact: ModelArtifact, rows: np.ndarray, top: int = 3) -> list[list[dict]]:
+    """The `top` features that raise each row's risk most, with their contributions."""
+    contrib = contributions(artifact, rows)
+    order = np.argsort(-contrib, axis=1)[:, :top]
+    return [
+        [
+            {"feature": FEATURE_NAMES[j], "value": round(float(rows[i, j]), 4),
+             "contribution": round(float(contrib[i, j]), 4)}
+            for j in order[i] if contrib[i, j] > 0
+        ]
+        for i in range(len(rows))
+    ]

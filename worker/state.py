@@ -1,0 +1,261 @@
+"""Per-customer state as a pure fold, and the model's feature vector.
+
+`apply_event(state, event) -> state` and `features(state, now)` read no clock
+and do no I/O: the worker, training and the tests all run this same code, so
+what was measured offline is what runs online.
+
+Every aggregate is order-independent (max, min, sums, day buckets, ratings kept
+by their own timestamp), so out-of-order events within the lateness bound give
+the same state as in-order ones; a redelivered `event_id` changes nothing.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+
+from worker.events import Event
+
+DAY = 86400.0
+WINDOW_DAYS = (7, 30, 90)
+KEPT_DAYS = max(WINDOW_DAYS)
+RECENT_IDS = 32  # redeliveries arrive within seconds; 32 ids per customer cover them
+# CLV = average order value x purchases per year x expected relationship length.
+EXPECTED_LIFETIME_YEARS = 2.0
+MIN_TENURE_DAYS = 30.0  # frequency over a shorter tenure is noise
+NEVER_DAYS = 365.0  # "days since" cap for things that never happened
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    opened_at: float
+    resolved_at: float = 0.0  # 0: still open
+    status_at: float = 0.0    # time of the latest action, so late actions do not win
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    """One compact record per customer; times are seconds since the epoch, 0 = never."""
+
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    last_activity: float = 0.0   # login or purchase: what "lapsed" is measured from
+    first_activity: float = 0.0
+    last_login: float = 0.0
+    first_purchase: float = 0.0
+    last_purchase: float = 0.0
+    logins: int = 0
+    orders: int = 0
+    revenue: float = 0.0
+    days: dict[int, int] = field(default_factory=dict)       # day number -> activity count, last 90 days
+    tickets: dict[str, Ticket] = field(default_factory=dict)
+    last_csat: int = 0
+    last_csat_at: float = 0.0
+    last_nps: int = -1
+    last_nps_at: float = 0.0
+    bad_support: int = 0
+    last_bad_support_at: float = 0.0
+    recent_ids: tuple[int, ...] = ()
+    fired: dict[str, float] = field(default_factory=dict)     # trigger memory, kept by worker.triggers
+
+    @property
+    def activities(self) -> int:
+        return self.logins + self.orders
+
+
+EMPTY = CustomerState()
+
+
+def event_key(event_id: str) -> int:
+    """Stable 32-bit key of an event id (Python's hash() is salted per process)."""
+    return zlib.crc32(event_id.encode())
+
+
+def is_duplicate(state: CustomerState, event: Event) -> bool:
+    return event_key(event.event_id) in state.recent_ids
+
+
+def is_late(state: CustomerState, event: Event, lateness_s: float) -> bool:
+    """Older than the customer's newest event by more than the lateness bound."""
+    return state.last_seen > 0 and event.occurred_at < state.last_seen - lateness_s
+
+
+def apply_event(state: CustomerState, event: Event) -> CustomerState:
+    """Fold one valid event into the state. Duplicates return the state unchanged."""
+    key = event_key(event.event_id)
+    if key in state.recent_ids:
+        return state
+    t = event.occurred_at
+    common = dict(
+        first_seen=min(state.first_seen, t) if state.first_seen else t,
+        last_seen=max(state.last_seen, t),
+        recent_ids=(state.recent_ids + (key,))[-RECENT_IDS:],
+    )
+    if event.type == "support":
+        return replace(state, **common, **_support(state, event))
+    return replace(state, **common, **_activity(state, event))
+
+
+def _activity(state: CustomerState, event: Event) -> dict:
+    t = event.occurred_at
+    changes: dict = dict(
+        last_activity=max(state.last_activity, t),
+        first_activity=min(state.first_activity, t) if state.first_activity else t,
+        days=_bump_day(state.days, t, max(state.last_seen, t)),
+    )
+    if event.type == "login":
+        changes.update(last_login=max(state.last_login, t), logins=state.logins + 1)
+    else:
+        changes.update(
+            first_purchase=min(state.first_purchase, t) if state.first_purchase else t,
+            last_purchase=max(state.last_purchase, t),
+            orders=state.orders + 1,
+            revenue=state.revenue + event.amount,
+        )
+    return changes
+
+
+def _bump_day(days: dict[int, int], t: float, newest: float) -> dict[int, int]:
+    oldest_kept = int(newest // DAY) - KEPT_DAYS
+    kept = {d: n for d, n in days.items() if d > oldest_kept}
+    day = int(t // DAY)
+    if day > oldest_kept:
+        kept[day] = kept.get(day, 0) + 1
+    return kept
+
+
+def _support(state: CustomerState, event: Event) -> dict:
+    t = event.occurred_at
+    changes: dict = {"tickets": _ticket_update(state.tickets, event)}
+    if event.csat is not None and t >= state.last_csat_at:
+        changes.update(last_csat=event.csat, last_csat_at=t)
+    if event.nps is not None and t >= state.last_nps_at:
+        changes.update(last_nps=event.nps, last_nps_at=t)
+    if is_bad_rating(event):
+        changes.update(bad_support=state.bad_support + 1,
+                       last_bad_support_at=max(state.last_bad_support_at, t))
+    return changes
+
+
+def is_bad_rating(event: Event) -> bool:
+    """CSAT 1-2 or a detractor NPS (0-6)."""
+    return (event.csat is not None and event.csat <= 2) or (event.nps is not None and event.nps <= 6)
+
+
+def _ticket_update(tickets: dict[str, Ticket], event: Event) -> dict[str, Ticket]:
+    t = event.occurred_at
+    old = tickets.get(event.ticket_id)
+    if old is None:
+        # A reply or resolution may arrive before its "opened" (out of order): the ticket
+        # was opened no later than this action.
+        new = Ticket(opened_at=t, resolved_at=t if event.action == "resolved" else 0.0, status_at=t)
+    elif event.action == "opened":
+        new = replace(old, opened_at=min(old.opened_at, t))
+    elif t < old.status_at:
+        new = replace(old, opened_at=min(old.opened_at, t))  # a late action does not override a newer one
+    elif event.action == "resolved":
+        new = replace(old, resolved_at=t, status_at=t)
+    elif event.action == "reopened":
+        new = Ticket(opened_at=t, resolved_at=0.0, status_at=t)
+    else:  # replied: still waiting for resolution
+        new = replace(old, status_at=t)
+    horizon = t - KEPT_DAYS * DAY
+    kept = {k: v for k, v in tickets.items() if not v.resolved_at or v.resolved_at > horizon}
+    kept[event.ticket_id] = new
+    return kept
+
+
+def open_tickets(state: CustomerState) -> list[tuple[str, Ticket]]:
+    return [(k, v) for k, v in state.tickets.items() if not v.resolved_at]
+
+
+def activity_in(state: CustomerState, now: float, days: int) -> int:
+    first_day = int(now // DAY) - days
+    return sum(n for d, n in state.days.items() if d > first_day)
+
+
+def mean_purchase_gap_days(state: CustomerState) -> float:
+    if state.orders < 2:
+        return NEVER_DAYS
+    return (state.last_purchase - state.first_purchase) / DAY / (state.orders - 1)
+
+
+def rhythm_days(state: CustomerState) -> float | None:
+    """The customer's usual gap between activities, or None with too little history."""
+    if state.activities < 3:
+        return None
+    return max((state.last_activity - state.first_activity) / DAY / (state.activities - 1), 1 / 24)
+
+
+def clv_estimate(state: CustomerState, now: float) -> float:
+    if not state.orders:
+        return 0.0
+    tenure_years = max((now - state.first_seen) / DAY, MIN_TENURE_DAYS) / 365.0
+    return state.revenue / state.orders * (state.orders / tenure_years) * EXPECTED_LIFETIME_YEARS
+
+
+def nps_class(score: int) -> str | None:
+    if score < 0:
+        return None
+    return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "days_since_last_activity",
+    "days_since_last_login",
+    "days_since_last_purchase",
+    "tenure_days",
+    "activity_7d",
+    "activity_30d",
+    "activity_90d",
+    "orders",
+    "revenue",
+    "avg_order_value",
+    "purchases_per_30d",
+    "mean_days_between_purchases",
+    "purchase_overdue_ratio",
+    "repeat_purchaser",
+    "clv_estimate",
+    "open_tickets",
+    "oldest_open_ticket_hours",
+    "last_csat",
+    "nps_detractor",
+    "nps_promoter",
+    "days_since_bad_support",
+)
+
+
+def _days_since(t: float, now: float) -> float:
+    return min(max(now - t, 0.0) / DAY, NEVER_DAYS) if t else NEVER_DAYS
+
+
+def features(state: CustomerState, now: float) -> list[float]:
+    """The model's input, in FEATURE_NAMES order: recency, frequency, monetary value,
+    rhythm, support experience. Pure; `now` is the scoring time."""
+    tenure = max(now - state.first_seen, 0.0) / DAY
+    since_purchase = _days_since(state.last_purchase, now)
+    gap = mean_purchase_gap_days(state)
+    waiting = [now - t.opened_at for _, t in open_tickets(state)]
+    nps = nps_class(state.last_nps)
+    return [
+        _days_since(state.last_activity, now),
+        _days_since(state.last_login, now),
+        since_purchase,
+        tenure,
+        float(activity_in(state, now, 7)),
+        float(activity_in(state, now, 30)),
+        float(activity_in(state, now, 90)),
+        float(state.orders),
+        state.revenue,
+        state.revenue / state.orders if state.orders else 0.0,
+        state.orders / max(tenure, MIN_TENURE_DAYS) * 30.0,
+        gap,
+        min(since_purchase / max(gap, 1.0), 50.0),
+        1.0 if state.orders >= 2 else 0.0,
+        clv_estimate(state, now),
+        float(len(waiting)),
+        max(waiting, default=0.0) / 3600.0,
+        float(state.last_csat),
+        1.0 if nps == "detractor" else 0.0,
+        1.0 if nps == "promoter" else 0.0,
+        _days_since(state.last_bad_support_at, now),
+    ]

@@ -1,0 +1,149 @@
+"""Trigger decisions: pure functions of policy, state, score and time.
+
+    decide(policy, customer_id, state, score, now, cause) -> (decisions, state)
+
+returns what to do (`Fire`, `Suppressed` or `Holdout` per trigger type that
+applied) and the state with its trigger memory updated. Silence is handled by
+deadlines: `next_deadline(policy, state, after)` is the next moment at which a
+silent customer must be looked at again (a follow-up check, the lapse, a
+support SLA), and the worker evaluates `decide` at exactly that moment.
+
+Trigger ids are uuid5 of (type, customer, episode), so the same episode gives
+the same id after a restart or a replay and subscribers can de-duplicate.
+"""
+from __future__ import annotations
+
+import uuid
+import zlib
+from dataclasses import dataclass, replace
+
+from worker.events import Event
+from worker.policy import Policy
+from worker.state import DAY, CustomerState, open_tickets, rhythm_days
+
+TRIGGER_TYPES = ("follow_up", "win_back", "service_recovery")
+_ID_NAMESPACE = uuid.UUID("6f1c3a0e-4e7b-5d2a-9c61-0b7e1d2f3a45")
+CHECKED = "checked_until"  # trigger memory key: silence evaluated up to this time
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    type: str
+    trigger_id: str
+    rule: str          # why: lapsed | risk_above_threshold | sla_breach | bad_rating
+    threshold: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Holdout:
+    type: str
+    trigger_id: str
+    rule: str
+    threshold: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    type: str
+    reason: str        # cooldown | already_fired
+
+
+Decision = Fire | Holdout | Suppressed
+
+
+def lapse_days(policy: Policy, state: CustomerState) -> float:
+    """How long this customer may stay silent before they count as lapsed."""
+    rhythm = rhythm_days(state)
+    if rhythm is None:
+        return policy.lapse.default_days
+    days = rhythm * policy.lapse.rhythm_multiplier
+    return min(max(days, policy.lapse.min_days), policy.lapse.max_days)
+
+
+def deadlines(policy: Policy, state: CustomerState) -> list[float]:
+    out: list[float] = []
+    if state.last_activity:
+        lapse = lapse_days(policy, state) * DAY
+        out += [state.last_activity + lapse * policy.lapse.follow_up_check_at,
+                state.last_activity + lapse]
+    sla = policy.support.sla_hours * 3600.0
+    out += [t.opened_at + sla for _, t in open_tickets(state)]
+    return out
+
+
+def next_deadline(policy: Policy, state: CustomerState, after: float) -> float | None:
+    """The earliest deadline strictly after `after`, or None when silence needs no check."""
+    return min((d for d in deadlines(policy, state) if d > after), default=None)
+
+
+def pending_deadline(policy: Policy, state: CustomerState) -> float | None:
+    """The next deadline not yet evaluated for this customer."""
+    return next_deadline(policy, state, state.fired.get(CHECKED, 0.0))
+
+
+def trigger_id(kind: str, customer_id: str, episode: str) -> str:
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{kind}|{customer_id}|{episode}"))
+
+
+def in_holdout(policy: Policy, customer_id: str) -> bool:
+    bucket = zlib.crc32(f"{policy.holdout.salt}|{customer_id}".encode()) % 10_000
+    return bucket < policy.holdout.percent * 100
+
+
+def decide(policy: Policy, customer_id: str, state: CustomerState, score: float, now: float,
+           cause: Event | None = None) -> tuple[list[Decision], CustomerState]:
+    """Decide the triggers for one scored state at `now`; `cause` is the event that
+    brought us here (None for a silence deadline)."""
+    memory = dict(state.fired)
+    if cause is None:
+        memory[CHECKED] = max(memory.get(CHECKED, 0.0), now)
+    candidates = [c for c in (_service_recovery(policy, state, now, cause),
+                              _activity_trigger(policy, state, score, now)) if c]
+    decisions: list[Decision] = []
+    for kind, rule, episode, key, threshold in candidates:
+        if memory.get(f"{kind}_episode", 0.0) >= key:
+            continue  # this episode has had its trigger; re-armed only by a newer one
+        if now - memory.get(kind, -1e18) < policy.cooldown_s(kind):
+            decisions.append(Suppressed(kind, "cooldown"))
+            continue
+        memory[kind], memory[f"{kind}_episode"] = now, key
+        tid = trigger_id(kind, customer_id, episode)
+        make = Holdout if in_holdout(policy, customer_id) else Fire
+        decisions.append(make(kind, tid, rule, threshold))
+    return decisions, replace(state, fired=memory)
+
+
+def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: float):
+    """win_back for a lapsed or very-high-risk customer, else follow_up above its threshold.
+    The episode is the customer's latest activity: new activity re-arms both."""
+    if not state.last_activity:
+        return None
+    episode = f"after:{state.last_activity:.0f}"
+    if now - state.last_activity >= lapse_days(policy, state) * DAY:
+        return ("win_back", "lapsed", episode, state.last_activity, None)
+    if score >= policy.risk.win_back_threshold:
+        return ("win_back", "risk_above_threshold", episode, state.last_activity,
+                policy.risk.win_back_threshold)
+    if score >= policy.risk.follow_up_threshold:
+        return ("follow_up", "risk_above_threshold", episode, state.last_activity,
+                policy.risk.follow_up_threshold)
+    return None
+
+
+def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: Event | None):
+    """A bad rating just arrived, or the oldest open ticket is past the SLA."""
+    if cause is not None and cause.type == "support" and _bad(policy, cause):
+        return ("service_recovery", "bad_rating", f"rating:{cause.event_id}", cause.occurred_at, None)
+    sla = policy.support.sla_hours * 3600.0
+    breached = [(t.opened_at, k) for k, t in open_tickets(state) if now - t.opened_at >= sla]
+    if breached:
+        opened_at, ticket = min(breached)
+        return ("service_recovery", "sla_breach", f"ticket:{ticket}:{opened_at:.0f}", opened_at,
+                policy.support.sla_hours)
+    return None
+
+
+def _bad(policy: Policy, event: Event) -> bool:
+    """CSAT at or below the policy's bound, or a detractor NPS (0-6, by definition)."""
+    return (event.csat is not None and event.csat <= policy.support.bad_csat_max) or (
+        event.nps is not None and event.nps <= 6)
