@@ -60,6 +60,7 @@ class ChurnApp:
         self.index = DeadlineIndex()
         self.partition_time: dict[int, float] = {}  # partition -> max event time seen
         self.tracked = 0
+        self.assigned_once = False  # a worker with no partitions (spare replica) is still ready
         self.app = self._make_app(broker or _broker_url(settings))
         self._declare()
         self.metrics.model_info.labels(artifact.version, artifact.kind).set(1)
@@ -73,6 +74,8 @@ class ChurnApp:
             topic_partitions=s.topic_partitions, topic_replication_factor=s.topic_replication,
             processing_guarantee="at_least_once", consumer_auto_offset_reset=s.offset_reset,
             broker_max_poll_records=s.max_poll_records, table_standby_replicas=1,
+            broker_session_timeout=s.session_timeout_s, broker_rebalance_timeout=s.rebalance_timeout_s,
+            broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
             web_bind=s.web_host, web_host=s.web_host, web_port=s.web_port, datadir=str(s.data_dir),
             producer_acks=-1,
         )
@@ -202,7 +205,7 @@ class ChurnApp:
         return self.watermark() if self.settings.clock == "event" else time.time()
 
     async def _tick(self) -> None:
-        if not self.is_ready():
+        if not self.is_ready() or not len(self.index):
             return
         started = time.monotonic()
         due = self.index.pop_due(self.clock_now(), limit=10_000)
@@ -225,6 +228,7 @@ class ChurnApp:
             if n % REBUILD_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         self.tracked = count
+        self.assigned_once = True
         self.metrics.customers.set(count)
         self.metrics.deadlines.set(len(self.index))
         log.info("deadline index rebuilt: %d customers, %d pending, partitions %s",
@@ -236,8 +240,7 @@ class ChurnApp:
 
     def is_ready(self) -> bool:
         app = self.app
-        ready = bool(app.consumer and app.consumer.assignment()) and not app.rebalancing \
-            and not app.tables.recovery.in_recovery
+        ready = self.assigned_once and not app.rebalancing and not app.tables.recovery.in_recovery
         self.metrics.ready.set(1 if ready else 0)
         return ready
 

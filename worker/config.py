@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     emit_max_age_s: float = Field(2 * 86400, ge=0, description="wall clock: events older than this update state but fire nothing")
     offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(1000, ge=1)
+    session_timeout_s: float = Field(60.0, ge=1, description="consumer group session timeout")
+    rebalance_timeout_s: float = Field(60.0, ge=1, description="how long a rebalance may take")
     log_level: str = "info"
 
     @field_validator("input_topics", mode="before")

@@ -1,0 +1,166 @@
+"""`churn-worker demo`: embedded broker + real worker + a synthetic stream, then a summary.
+
+Runs the worker as its own process (`python -m worker run`) with the event-time
+clock, so months of history replay in a minute or two and silence fires
+win-backs just as it would live. Stops by itself unless --keep-running.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from tqdm import tqdm
+
+from worker.config import load_settings
+from worker.embedded import EmbeddedBroker, free_port
+from worker.errors import ChurnWorkerError
+from worker.generate import corrupt, generate
+from worker.kafka_io import create_topics, produce, read_topic
+
+WORKDIR = Path("demo-run")
+BAD_FRACTION = 0.005  # a few malformed messages, to show the dead-letter topic at work
+SETTLE_S = 6.0        # the stream is done when nothing changed for this long
+
+
+def scrape(port: int) -> dict[tuple, float]:
+    """Samples of the worker's /metrics as {(name, labels...): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, *sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }
+
+
+def consumed(samples: dict) -> float:
+    return sum(v for k, v in samples.items()
+               if k[0] == "churn_events_consumed_total" and dict(k[1:]).get("outcome") != "repartitioned")
+
+
+def triggers(samples: dict) -> dict[str, float]:
+    return {dict(k[1:])["type"]: v for k, v in samples.items() if k[0] == "churn_triggers_emitted_total"}
+
+
+def wait_ready(port: int, worker: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise ChurnWorkerError(f"the worker exited with code {worker.returncode}; see {WORKDIR}/worker.log")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise ChurnWorkerError(f"the worker was not ready within {timeout:.0f} s; see {WORKDIR}/worker.log")
+
+
+def start_worker(bootstrap: str, port: int, app_id: str) -> subprocess.Popen:
+    env = {**os.environ, "CHURN_KAFKA_BOOTSTRAP": bootstrap, "CHURN_CLOCK": "event",
+           "CHURN_WEB_PORT": str(port), "CHURN_DATA_DIR": str(WORKDIR / "data"), "CHURN_APP_ID": app_id,
+           "CHURN_SESSION_TIMEOUT_S": "10", "CHURN_REBALANCE_TIMEOUT_S": "10"}
+    log = open(WORKDIR / "worker.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def follow(port: int, total: int, timeout: float = 600.0) -> dict:
+    """Show progress until every message is accounted for and the timer has settled."""
+    last, still_since = None, time.monotonic()
+    deadline = time.monotonic() + timeout
+    with tqdm(total=total, unit="ev", desc="worker consumed") as bar:
+        while time.monotonic() < deadline:
+            samples = scrape(port)
+            done = consumed(samples)
+            bar.update(int(done) - bar.n)
+            state = (done, tuple(sorted(triggers(samples).items())))
+            if state != last:
+                last, still_since = state, time.monotonic()
+            elif done >= total and time.monotonic() - still_since > SETTLE_S:
+                return samples
+            time.sleep(0.5)
+    raise ChurnWorkerError(f"the stream was not processed within {timeout:.0f} s")
+
+
+def run_demo(args) -> int:
+    settings = load_settings()
+    shutil.rmtree(WORKDIR, ignore_errors=True)
+    WORKDIR.mkdir()
+    broker = None
+    if settings.kafka_bootstrap:
+        bootstrap = settings.kafka_bootstrap
+        print(f"[1/5] using the Kafka cluster at {bootstrap}")
+    else:
+        broker = EmbeddedBroker(log_path=WORKDIR / "broker.log").start()
+        bootstrap = broker.bootstrap
+        print(f"[1/5] embedded broker (Tansu, Kafka protocol, in memory) on {bootstrap}")
+    worker = None
+    try:
+        events = generate(args.customers, args.days, args.seed, args.start)
+        messages = corrupt(events, BAD_FRACTION, args.seed)
+        print(f"[2/5] generated {len(events)} events for {args.customers} customers over {args.days} days "
+              f"(+ malformed and redelivered messages: {len(messages)} messages in all)")
+        topics = [*settings.input_topics, settings.dead_letter_topic, *settings.trigger_topics.values()]
+        asyncio.run(create_topics(bootstrap, topics, settings.topic_partitions))
+        port = free_port()
+        app_id = f"{settings.app_id}-demo-{int(time.time())}"
+        worker = start_worker(bootstrap, port, app_id)
+        print(f"[3/5] worker started (event-time clock); joining its consumer group... log: {WORKDIR}/worker.log")
+        wait_ready(port, worker)
+        print(f"      ready: http://127.0.0.1:{port}/metrics  /health  /ready  /customers/<id>")
+        with tqdm(total=len(messages), unit="ev", desc=f"[4/5] produce -> {settings.input_topics[0]}") as bar:
+            asyncio.run(produce(bootstrap, settings.input_topics[0], messages, progress=bar))
+        samples = follow(port, len(messages))
+        print("[5/5] stream processed; reading the trigger and dead-letter topics back")
+        summarize(bootstrap, settings, samples, port)
+        if args.keep_running:
+            print("--keep-running: broker and worker stay up; Ctrl-C to stop")
+            worker.wait()
+    finally:
+        if worker and worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if broker:
+            broker.stop()
+    return 0
+
+
+def summarize(bootstrap: str, settings, samples: dict, port: int) -> None:
+    by_type = asyncio.run(_read_all(bootstrap, settings))
+    dead = by_type.pop("dead_letter")
+    reasons = Counter(dict(r.headers).get("dlq.reason", b"?").decode() for r in dead)
+    print("\n=== summary ===")
+    print(f"events consumed:  {int(consumed(samples))}  "
+          f"(applied {int(_outcome(samples, 'applied'))}, duplicates {int(_outcome(samples, 'duplicate'))})")
+    print(f"dead-lettered:    {len(dead)}  {dict(reasons)}  -> topic {settings.dead_letter_topic}")
+    for kind, records in by_type.items():
+        print(f"{kind:17} {len(records):6}  -> topic {settings.trigger_topics[kind]}")
+    print(f"metrics were at   http://127.0.0.1:{port}/metrics  (churn_* series)")
+    for kind, records in by_type.items():
+        if records:
+            sample = json.loads(records[len(records) // 2].value)
+            sample["state"] = {k: sample["state"][k] for k in list(sample["state"])[:6]} | {"...": "..."}
+            print(f"\n--- a {kind} trigger ---\n{json.dumps(sample, indent=1)}")
+
+
+def _outcome(samples: dict, outcome: str) -> float:
+    return sum(v for k, v in samples.items()
+               if k[0] == "churn_events_consumed_total" and dict(k[1:]).get("outcome") == outcome)
+
+
+async def _read_all(bootstrap: str, settings) -> dict[str, list]:
+    out = {kind: await read_topic(bootstrap, topic, idle_s=1.0) for kind, topic in settings.trigger_topics.items()}
+    out["dead_letter"] = await read_topic(bootstrap, settings.dead_letter_topic, idle_s=1.0)
+    return out
