@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -46,6 +47,19 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2, as Java and aiokafka producers use)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class CustomerTable(faust.Table):
+    """A table whose changelog partition is computed from the key.
+
+    The agent writes inside a `take_events` batch, outside faust's per-event
+    context, so the partition cannot come from the current event. Every event
+    reaching the agent sits on `partition_of(customer key)` (the app repartitions
+    anything else), so the changelog partition is that same number.
+    """
+
+    def partition_for_key(self, key: Any) -> int | None:
+        return partition_of(key, self.partitions)
 
 
 class ChurnApp:
@@ -87,13 +101,10 @@ class ChurnApp:
         self.repartition = app.topic(s.repartition_topic, partitions=s.topic_partitions, **raw)
         self.dead_letter = app.topic(s.dead_letter_topic, **raw)
         self.outputs = {kind: app.topic(name, **raw) for kind, name in s.trigger_topics.items()}
-        self.table = app.Table(
-            # Values are worker.codec bytes: compact in memory and on the changelog.
-            "customer_state", default=None, key_type=bytes, value_type=bytes, partitions=s.topic_partitions,
-            # take_events() bodies run outside per-event iteration; the producer's
-            # partitioner puts each key on the partition its events came from.
-            use_partitioner=True,
-        )
+        # Values are worker.codec bytes: compact in memory and on the changelog.
+        self.table = app.tables.add(CustomerTable(
+            app, name="customer_state", default=None, key_type=bytes, value_type=bytes,
+            partitions=s.topic_partitions, beacon=app.tables.beacon))
         app.agent(self.source, name="customer-events", concurrency=1)(self._agent)
         app.timer(s.timer_interval_s, name="inactivity-timer")(self._tick)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
@@ -103,7 +114,18 @@ class ChurnApp:
     async def _agent(self, stream: Any) -> None:
         s = self.settings
         async for batch in stream.take_events(s.batch_size, within=s.batch_within_s):
-            await self.handle_batch(batch)
+            try:
+                await self.handle_batch(batch)
+            except Exception:
+                # faust acks a batch whose body raised, and a restarted agent would skip it.
+                # Exit without committing instead: the batch is redelivered after restart
+                # (duplicates are harmless: event ids de-duplicate state, trigger ids are stable).
+                first, last = batch[0].message, batch[-1].message
+                log.critical("batch %s[%d]@%d..%s[%d]@%d failed; exiting so it is redelivered",
+                             first.topic, first.partition, first.offset, last.topic, last.partition,
+                             last.offset, exc_info=True)
+                logging.shutdown()
+                os._exit(70)
 
     async def handle_batch(self, batch: list[Any]) -> None:
         started = time.monotonic()
@@ -140,7 +162,8 @@ class ChurnApp:
         key = parsed.customer_id.encode()
         if msg.key != key or msg.partition != partition_of(key, self.settings.topic_partitions):
             self.metrics.events.labels(parsed.type, "repartitioned").inc()
-            pending.append(await self.repartition.send(key=key, value=msg.value))
+            pending.append(await self.repartition.send(
+                key=key, value=msg.value, partition=partition_of(key, self.settings.topic_partitions)))
             return None
         self.partition_time[msg.partition] = max(self.partition_time.get(msg.partition, 0.0),
                                                  parsed.occurred_at)
@@ -211,6 +234,7 @@ class ChurnApp:
         due = self.index.pop_due(self.clock_now(), limit=10_000)
         for key, deadline in due:
             await self.repartition.send(key=key, value=json.dumps({"deadline": deadline}).encode(),
+                                        partition=partition_of(key, self.settings.topic_partitions),
                                         headers=[(KIND_HEADER, TICK)])
         self.metrics.tick_seconds.observe(time.monotonic() - started)
         self.metrics.deadlines.set(len(self.index))

@@ -1,0 +1,183 @@
+"""The real worker process on the embedded broker: events in, triggers and dead letters out,
+silence firing a win-back, and a restart recovering state from the changelog."""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from worker.config import load_settings
+from worker.events import Event, format_time, parse_event
+from worker.generate import generate
+from worker.kafka_io import create_topics, produce, read_topic
+from worker.policy import load_policy
+from worker.state import DAY, EMPTY, apply_event
+from worker.triggers import lapse_days
+
+from .conftest import WorkerProcess, run, topic_env
+
+pytestmark = pytest.mark.integration
+SCHEMAS = Path(__file__).resolve().parents[2] / "worker" / "schemas"
+START = "2026-01-05T00:00:00+00:00"
+T0 = 1767571200.0  # START as epoch seconds
+QUIET = "c-quiet"       # buys daily for 10 days, then never again
+GRUMPY = "c-grumpy"     # rates support 1/5
+WAITING = "c-waiting"   # opens a ticket nobody resolves
+LATECOMER = "c-late"    # an event 19 days older than its newest: beyond the 3-day lateness
+
+MALFORMED = [
+    b'{"schema_version":1,"event_id":"x1","type":"login"',                       # cut off
+    b'{"schema_version":1,"event_id":"x2","type":"refund","customer_id":"c","occurred_at":"2026-01-06T10:00:00Z"}',
+    b'{"schema_version":1,"event_id":"x3","type":"login","customer_id":42,"occurred_at":"2026-01-06T10:00:00Z"}',
+    b'{"schema_version":1,"event_id":"x4","type":"login","customer_id":"c","occurred_at":"2026-01-06 10:00"}',
+    b"\xff\xfe not utf-8",
+]
+
+
+def ev(n: int, kind: str, customer: str, day: float, **extra) -> dict:
+    return {"schema_version": 1, "event_id": f"it-{customer}-{n}", "type": kind, "customer_id": customer,
+            "occurred_at": format_time(T0 + day * DAY), **extra}
+
+
+def crafted_keyed() -> list[dict]:
+    out = [ev(i, "purchase", QUIET, 1 + i + 0.3, order_id=f"o{i}", amount=20 + i, currency="EUR")
+           for i in range(10)]
+    return out + [ev(300, "login", LATECOMER, 20), ev(301, "login", LATECOMER, 1)]
+
+
+def crafted_unkeyed() -> list[dict]:
+    """Sent without keys, so the worker must repartition them (each spans < the lateness)."""
+    out = [ev(100, "login", GRUMPY, 5), ev(101, "support", GRUMPY, 6, ticket_id="t1", action="opened"),
+           ev(102, "support", GRUMPY, 6.1, ticket_id="t1", action="resolved", csat=1, nps=2)]
+    return out + [ev(200, "login", WAITING, 5), ev(201, "support", WAITING, 7, ticket_id="t9", action="opened")]
+
+
+@pytest.fixture(scope="module")
+def env():
+    return topic_env("e2e")
+
+
+@pytest.fixture(scope="module")
+def stream(broker, env, tmp_path_factory):
+    """Run one worker over a generated stream plus crafted customers; keep what came out."""
+    settings = load_settings(**{k[6:].lower(): v for k, v in env.items() if k != "CHURN_CLOCK"})
+    background = generate(customers=300, days=90, seed=11, start=START)
+    special = crafted_keyed() + crafted_unkeyed()
+    keyed = [json.dumps(e).encode() for e in background + crafted_keyed()]
+    keyed.append(keyed[len(keyed) // 2])  # a redelivery
+    unkeyed = [json.dumps(e).encode() for e in crafted_unkeyed()] + MALFORMED
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    worker = WorkerProcess(broker.bootstrap, env, log)
+    topics = [*settings.input_topics, settings.dead_letter_topic, *settings.trigger_topics.values()]
+    run(create_topics(broker.bootstrap, topics, settings.topic_partitions))
+    worker.start()
+    try:
+        run(produce(broker.bootstrap, settings.input_topics[0], unkeyed, keyed=False))
+        run(produce(broker.bootstrap, settings.input_topics[0], keyed))
+        samples = worker.wait_consumed(len(keyed) + len(unkeyed))
+        out = {kind: run(read_topic(broker.bootstrap, t, idle_s=1.0)) for kind, t in settings.trigger_topics.items()}
+        out["dead_letter"] = run(read_topic(broker.bootstrap, settings.dead_letter_topic, idle_s=1.0))
+        quiet_before = json.loads(worker.get(f"/customers/{QUIET}")[1])
+        yield {"samples": samples, "out": out, "worker": worker, "settings": settings, "special": special,
+               "quiet_before": quiet_before, "log": log}
+    finally:
+        worker.stop()
+
+
+def triggers_of(stream, customer: str) -> list[dict]:
+    return [json.loads(r.value) for kind in ("follow_up", "win_back", "service_recovery")
+            for r in stream["out"][kind] if json.loads(r.value)["customer_id"] == customer]
+
+
+def test_all_three_trigger_types_are_emitted_and_match_the_published_schema(stream):
+    validator = jsonschema.Draft202012Validator(json.loads((SCHEMAS / "trigger.v1.json").read_text()))
+    ids = []
+    for kind in ("follow_up", "win_back", "service_recovery"):
+        records = stream["out"][kind]
+        assert records, f"no {kind} triggers"
+        for record in records:
+            payload = json.loads(record.value)
+            validator.validate(payload)
+            assert payload["type"] == kind and record.key == payload["customer_id"].encode()
+            ids.append(payload["trigger_id"])
+    assert len(ids) == len(set(ids)), "a trigger id was emitted twice within one run"
+
+
+def test_silence_alone_fires_a_win_back_at_the_lapse_deadline(stream):
+    policy = load_policy(stream["settings"].policy_path)
+    state = EMPTY
+    for e in stream["special"]:
+        if e["customer_id"] == QUIET:
+            parsed = parse_event(json.dumps(e).encode())
+            assert isinstance(parsed, Event)
+            state = apply_event(state, parsed)
+    deadline = state.last_activity + lapse_days(policy, state) * DAY
+    win_backs = [t for t in triggers_of(stream, QUIET) if t["type"] == "win_back"]
+    assert [(t["rule"], t["event_time"]) for t in win_backs] == [("lapsed", format_time(deadline))]
+
+
+def test_bad_rating_and_breached_sla_fire_service_recovery(stream):
+    grumpy = [t for t in triggers_of(stream, GRUMPY) if t["type"] == "service_recovery"]
+    assert [t["rule"] for t in grumpy] == ["bad_rating"]
+    waiting = [t for t in triggers_of(stream, WAITING) if t["type"] == "service_recovery"]
+    assert [(t["rule"], t["event_time"]) for t in waiting] == [("sla_breach", format_time(T0 + 8 * DAY))]
+
+
+def test_malformed_and_late_messages_go_to_the_dead_letter_topic_with_reason_and_source(stream):
+    dead = stream["out"]["dead_letter"]
+    too_late = json.dumps(crafted_keyed()[-1]).encode()
+    assert sorted(r.value for r in dead) == sorted([*MALFORMED, too_late])
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["dlq.reason"].decode() in {"bad_json", "unknown_event_type", "bad_field_type",
+                                                   "bad_timestamp", "not_utf8", "late"}
+        assert (headers["dlq.reason"] == b"late") == (record.value == too_late)
+        assert headers["dlq.source.topic"] == stream["settings"].input_topics[0].encode()
+        assert int(headers["dlq.source.offset"]) >= 0
+    reasons = Counter(dict(r.headers)["dlq.reason"].decode() for r in dead)
+    samples = stream["samples"]
+    for reason, n in reasons.items():
+        assert samples[("churn_events_dead_lettered_total", ("reason", reason))] == n
+
+
+def test_metrics_count_what_happened(stream):
+    s = stream["samples"]
+    applied = sum(v for k, v in s.items() if k[0] == "churn_events_consumed_total" and ("outcome", "applied") in k)
+    duplicates = sum(v for k, v in s.items()
+                     if k[0] == "churn_events_consumed_total" and ("outcome", "duplicate") in k)
+    repartitioned = sum(v for k, v in s.items()
+                        if k[0] == "churn_events_consumed_total" and ("outcome", "repartitioned") in k)
+    assert duplicates >= 1
+    assert repartitioned == len(crafted_unkeyed())
+    assert applied > 5000
+    for kind in ("follow_up", "win_back", "service_recovery"):
+        assert s[("churn_triggers_emitted_total", ("type", kind))] == len(stream["out"][kind])
+    assert s[("churn_customers_tracked",)] >= 300
+    assert s[("churn_model_info", ("kind", "logistic_regression"), ("version", "churn-v1"))] == 1
+    assert s[("churn_scoring_batch_size_count",)] > 0
+
+
+def test_restart_recovers_state_from_the_changelog(stream, broker, tmp_path):
+    before = stream["quiet_before"]
+    assert before["known"] and before["orders"] == 10
+    stream["worker"].stop()
+    again = WorkerProcess(broker.bootstrap, {k: v for k, v in stream["worker"].env.items() if k.startswith("CHURN_")
+                                             and k not in ("CHURN_WEB_PORT",)}, tmp_path / "worker2.log")
+    again.start()
+    try:
+        recovered = json.loads(again.get(f"/customers/{QUIET}")[1])
+        assert (recovered["orders"], recovered["next_deadline"]) == (10, before["next_deadline"])
+        extra = ev(999, "purchase", QUIET, 95, order_id="o-late", amount=5, currency="EUR")
+        run(produce(broker.bootstrap, stream["settings"].input_topics[0], [json.dumps(extra).encode()]))
+        for _ in range(100):
+            after = json.loads(again.get(f"/customers/{QUIET}")[1])
+            if after["orders"] == 11:
+                break
+            time.sleep(0.2)
+        assert after["orders"] == 11, "the new purchase should add to the recovered state, not start afresh"
+    finally:
+        again.stop()
