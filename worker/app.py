@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import faust
 import numpy as np
@@ -39,6 +39,8 @@ from worker.triggers import pending_deadline
 log = logging.getLogger("churn_worker")
 TICK = b"tick"
 KIND_HEADER = "churn.kind"
+# (topic, key, value, headers) -> awaitable future of the broker's acknowledgement
+Sink = Callable[[str, "bytes | None", bytes, "list[tuple[str, bytes]] | None"], Awaitable[Any]]
 REBUILD_YIELD_EVERY = 5000  # keys scanned between event-loop yields when rebuilding the index
 # aiohttp refuses a charset inside content_type; Prometheus reads text 0.0.4 as UTF-8 anyway.
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -66,7 +68,7 @@ class ChurnApp:
     """Builds the faust app and holds the worker's in-memory indexes."""
 
     def __init__(self, settings: Settings, artifact: ModelArtifact, policy: Policy,
-                 metrics: Metrics | None = None, *, broker: str | None = None) -> None:
+                 metrics: Metrics | None = None, *, broker: str | None = None, sink: Sink | None = None) -> None:
         self.settings = settings
         self.artifact = artifact
         self.policy = policy
@@ -77,6 +79,7 @@ class ChurnApp:
         self.assigned_once = False  # a worker with no partitions (spare replica) is still ready
         self.app = self._make_app(broker or _broker_url(settings))
         self._declare()
+        self.send = sink or self._send_to_topic
         self.metrics.model_info.labels(artifact.version, artifact.kind).set(1)
         self.metrics.policy_info.labels(policy.version).set(1)
 
@@ -98,9 +101,8 @@ class ChurnApp:
         s, app = self.settings, self.app
         raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.source = app.topic(*s.input_topics, s.repartition_topic, partitions=s.topic_partitions, **raw)
-        self.repartition = app.topic(s.repartition_topic, partitions=s.topic_partitions, **raw)
-        self.dead_letter = app.topic(s.dead_letter_topic, **raw)
-        self.outputs = {kind: app.topic(name, **raw) for kind, name in s.trigger_topics.items()}
+        self.topics = {name: app.topic(name, **raw) for name in (s.dead_letter_topic, *s.trigger_topics.values())}
+        self.topics[s.repartition_topic] = app.topic(s.repartition_topic, partitions=s.topic_partitions, **raw)
         # Values are worker.codec bytes: compact in memory and on the changelog.
         self.table = app.tables.add(CustomerTable(
             app, name="customer_state", default=None, key_type=bytes, value_type=bytes,
@@ -109,6 +111,15 @@ class ChurnApp:
         app.timer(s.timer_interval_s, name="inactivity-timer")(self._tick)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
         self._routes()
+
+    async def _send_to_topic(self, topic: str, key: bytes | None, value: bytes,
+                             headers: list[tuple[str, bytes]] | None) -> Any:
+        """Send one message; returns a future that resolves once the broker has it.
+        Customer-keyed messages to our own topic get the key's partition explicitly."""
+        partition = None
+        if topic == self.settings.repartition_topic and key is not None:
+            partition = partition_of(key, self.settings.topic_partitions)
+        return await self.topics[topic].send(key=key, value=value, partition=partition, headers=headers)
 
     # ---- the agent -------------------------------------------------------------------------
     async def _agent(self, stream: Any) -> None:
@@ -162,8 +173,7 @@ class ChurnApp:
         key = parsed.customer_id.encode()
         if msg.key != key or msg.partition != partition_of(key, self.settings.topic_partitions):
             self.metrics.events.labels(parsed.type, "repartitioned").inc()
-            pending.append(await self.repartition.send(
-                key=key, value=msg.value, partition=partition_of(key, self.settings.topic_partitions)))
+            pending.append(await self.send(self.settings.repartition_topic, key, msg.value, None))
             return None
         self.partition_time[msg.partition] = max(self.partition_time.get(msg.partition, 0.0),
                                                  parsed.occurred_at)
@@ -175,9 +185,8 @@ class ChurnApp:
             self.metrics.events.labels("unknown", "dead_lettered").inc()
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset,
                     bad.reason, bad.detail)
-        return await self.dead_letter.send(
-            key=msg.key, value=bad.raw or msg.value or b"",
-            headers=dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
+        return await self.send(self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
+                               dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
 
     async def _process(self, items: list[Item], wall: float, pending: list) -> None:
         s, m = self.settings, self.metrics
@@ -192,8 +201,8 @@ class ChurnApp:
             self.table[keys[cid]] = encode_state(state)
             self.index.set(keys[cid], result.deadlines[cid])
         for trigger in result.triggers:
-            pending.append(await self.outputs[trigger["type"]].send(
-                key=trigger["customer_id"].encode(), value=encode(trigger)))
+            pending.append(await self.send(self.settings.trigger_topics[trigger["type"]],
+                                           trigger["customer_id"].encode(), encode(trigger), None))
             m.triggers.labels(trigger["type"]).inc()
         for item in result.late:
             bad = InvalidEvent("late", f"older than the customer's newest event by more than {s.lateness_s:.0f} s",
@@ -233,9 +242,8 @@ class ChurnApp:
         started = time.monotonic()
         due = self.index.pop_due(self.clock_now(), limit=10_000)
         for key, deadline in due:
-            await self.repartition.send(key=key, value=json.dumps({"deadline": deadline}).encode(),
-                                        partition=partition_of(key, self.settings.topic_partitions),
-                                        headers=[(KIND_HEADER, TICK)])
+            await self.send(self.settings.repartition_topic, key, json.dumps({"deadline": deadline}).encode(),
+                            [(KIND_HEADER, TICK)])
         self.metrics.tick_seconds.observe(time.monotonic() - started)
         self.metrics.deadlines.set(len(self.index))
 

@@ -83,7 +83,7 @@ def parse_event(raw: bytes, max_bytes: int = 65536) -> Event | InvalidEvent:
         return InvalidEvent("not_utf8", f"not UTF-8 at byte {exc.start}", raw)
     try:
         obj = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the decoder allows
         return InvalidEvent("bad_json", f"invalid JSON: {exc}", raw)
     if not isinstance(obj, dict):
         return InvalidEvent("not_object", f"expected a JSON object, got {type(obj).__name__}", raw)

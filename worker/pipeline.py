@@ -18,7 +18,7 @@ from worker.events import Event
 from worker.messages import build_trigger
 from worker.policy import Policy
 from worker.scoring import ModelArtifact, explain_batch, score_batch
-from worker.state import EMPTY, CustomerState, apply_event, features, is_duplicate, is_late
+from worker.state import EMPTY, FEATURE_NAMES, CustomerState, apply_event, features, is_duplicate, is_late
 from worker.triggers import CHECKED, Fire, Holdout, Suppressed, decide, pending_deadline
 
 MAX_CATCH_UP = 8  # deadlines one event can close; there are at most 2 + open tickets
@@ -77,7 +77,9 @@ def process(items: list[Item], states: Mapping[str, CustomerState], ctx: Context
     for item in items:
         state = current.get(item.customer_id) or states.get(item.customer_id) or EMPTY
         current[item.customer_id] = _advance(item, state, ctx, points, result)
-    scores = score_batch(ctx.artifact, np.array([features(p.state, p.now) for p in points]).reshape(len(points), -1))
+    rows = np.array([features(p.state, p.now) for p in points], dtype=float)
+    # an explicit width: a batch of only duplicates, late events or early ticks has no rows
+    scores = score_batch(ctx.artifact, rows.reshape(len(points), len(FEATURE_NAMES)))
     result.scores = scores.tolist()
     _decide_all(points, scores, current, ctx, result)
     result.states = current
@@ -88,11 +90,7 @@ def process(items: list[Item], states: Mapping[str, CustomerState], ctx: Context
 def _advance(item: Item, state: CustomerState, ctx: Context, points: list[_Point], result: Result) -> CustomerState:
     event = item.event
     if event is None:
-        due = pending_deadline(ctx.policy, state)
-        if due is not None and due <= item.deadline:
-            state = _close(state, due)
-            points.append(_Point(item.customer_id, state, due, None, _quiet(due, ctx)))
-        return state
+        return _close_due(item.customer_id, state, item.deadline, ctx, points)
     if is_duplicate(state, event):
         result.outcomes[(event.type, "duplicate")] += 1
         return state
@@ -100,21 +98,28 @@ def _advance(item: Item, state: CustomerState, ctx: Context, points: list[_Point
         result.outcomes[(event.type, "late")] += 1
         result.late.append(item)
         return state
-    for _ in range(MAX_CATCH_UP):  # silence that ended before this event still counts
-        due = pending_deadline(ctx.policy, state)
-        if due is None or due > event.occurred_at:
-            break
-        state = _close(state, due)
-        points.append(_Point(item.customer_id, state, due, None, _quiet(due, ctx)))
+    # silence that ended before this event still counts, decided at its own deadline
+    state = _close_due(item.customer_id, state, event.occurred_at, ctx, points)
     state = apply_event(state, event)
     result.outcomes[(event.type, "applied")] += 1
-    now = state.last_seen if ctx.event_clock else max(ctx.emitted_at, event.occurred_at)
-    points.append(_Point(item.customer_id, state, now, event, _quiet(event.occurred_at, ctx)))
+    quiet = _quiet(event.occurred_at, ctx)
+    # old history is decided at its own time, as a replay would: deciding it at wall time
+    # would judge a stale state "lapsed" and start cooldowns that block real triggers
+    now = state.last_seen if ctx.event_clock or quiet else max(ctx.emitted_at, event.occurred_at)
+    points.append(_Point(item.customer_id, state, now, event, quiet))
     return state
 
 
-def _close(state: CustomerState, deadline: float) -> CustomerState:
-    return replace(state, fired={**state.fired, CHECKED: deadline})
+def _close_due(customer_id: str, state: CustomerState, until: float, ctx: Context,
+               points: list[_Point]) -> CustomerState:
+    """A decision point at every pending deadline up to `until`, each at its own time."""
+    for _ in range(MAX_CATCH_UP):
+        due = pending_deadline(ctx.policy, state)
+        if due is None or due > until:
+            break
+        state = replace(state, fired={**state.fired, CHECKED: due})
+        points.append(_Point(customer_id, state, due, None, _quiet(due, ctx)))
+    return state
 
 
 def _quiet(event_time: float, ctx: Context) -> bool:

@@ -46,7 +46,7 @@ class CustomerState:
     logins: int = 0
     orders: int = 0
     revenue: float = 0.0
-    days: dict[int, int] = field(default_factory=dict)       # day number -> activity count, last 90 days
+    days: dict[int, int] = field(default_factory=dict)       # day number -> activity count, 90 days to last activity
     tickets: dict[str, Ticket] = field(default_factory=dict)
     last_csat: int = 0
     last_csat_at: float = 0.0
@@ -100,7 +100,9 @@ def _activity(state: CustomerState, event: Event) -> dict:
     changes: dict = dict(
         last_activity=max(state.last_activity, t),
         first_activity=min(state.first_activity, t) if state.first_activity else t,
-        days=_bump_day(state.days, t, max(state.last_seen, t)),
+        # pruned relative to the newest *activity*: support events must not change which
+        # days are kept, or the result would depend on the order they arrive in
+        days=_bump_day(state.days, t, max(state.last_activity, t)),
     )
     if event.type == "login":
         changes.update(last_login=max(state.last_login, t), logins=state.logins + 1)
@@ -151,7 +153,7 @@ def _ticket_update(tickets: dict[str, Ticket], event: Event) -> dict[str, Ticket
     elif event.action == "opened":
         new = replace(old, opened_at=min(old.opened_at, t))
     elif t < old.status_at:
-        new = replace(old, opened_at=min(old.opened_at, t))  # a late action does not override a newer one
+        new = old  # a late action neither overrides a newer one nor backdates a reopened ticket
     elif event.action == "resolved":
         new = replace(old, resolved_at=t, status_at=t)
     elif event.action == "reopened":

@@ -119,7 +119,8 @@ def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: f
     if not state.last_activity:
         return None
     episode = f"after:{state.last_activity:.0f}"
-    if now - state.last_activity >= lapse_days(policy, state) * DAY:
+    # the same expression as the lapse deadline, so deciding at that deadline is exact in floats
+    if now >= state.last_activity + lapse_days(policy, state) * DAY:
         return ("win_back", "lapsed", episode, state.last_activity, None)
     if score >= policy.risk.win_back_threshold:
         return ("win_back", "risk_above_threshold", episode, state.last_activity,
@@ -135,7 +136,7 @@ def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: E
     if cause is not None and cause.type == "support" and _bad(policy, cause):
         return ("service_recovery", "bad_rating", f"rating:{cause.event_id}", cause.occurred_at, None)
     sla = policy.support.sla_hours * 3600.0
-    breached = [(t.opened_at, k) for k, t in open_tickets(state) if now - t.opened_at >= sla]
+    breached = [(t.opened_at, k) for k, t in open_tickets(state) if now >= t.opened_at + sla]
     if breached:
         opened_at, ticket = min(breached)
         return ("service_recovery", "sla_breach", f"ticket:{ticket}:{opened_at:.0f}", opened_at,

@@ -1,0 +1,150 @@
+"""The faust agent under faust's own test_context(): no broker, a fake sink.
+
+Covers the shell around the pure core: batching, dead letters with source
+headers, the repartition hop for unkeyed messages, table writes and triggers.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.app import KIND_HEADER, TICK, ChurnApp, partition_of
+from worker.codec import decode_state
+from worker.config import load_settings
+from worker.events import format_time
+from worker.metrics import Metrics
+from worker.policy import load_policy
+from worker.scoring import load_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = 1767571200.0
+DAY = 86400.0
+
+
+class FakeSink:
+    """Collects what the app sends; every send is acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, list | None]] = []
+
+    async def __call__(self, topic, key, value, headers):
+        self.sent.append((topic, key, value, headers))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def on(self, topic: str) -> list:
+        return [m for m in self.sent if m[0] == topic]
+
+
+@pytest.fixture()
+def churn(tmp_path):
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1", clock="event", data_dir=tmp_path,
+                             batch_size=50, batch_within_s=0.05, model_dir=ROOT / "models" / "churn-v1")
+    sink = FakeSink()
+    app = ChurnApp(settings, load_artifact(settings.model_dir), load_policy(settings.policy_path),
+                   Metrics(), broker="kafka://127.0.0.1:1", sink=sink)
+    app.app.finalize()
+    app.app.conf.store = "memory://"
+    app.app.flow_control.resume()
+    return app, sink
+
+
+def event(n: int, kind: str, customer: str, day: float, **extra) -> bytes:
+    return json.dumps({"schema_version": 1, "event_id": f"a-{n}", "type": kind, "customer_id": customer,
+                       "occurred_at": format_time(T0 + day * DAY), **extra}).encode()
+
+
+async def put_keyed(agent, churn_app, value: bytes, customer: str, headers=None):
+    """As a producer keying by customer id would: the key's own partition. test_context
+    numbers offsets from 0 in put order."""
+    key = customer.encode()
+    part = partition_of(key, churn_app.settings.topic_partitions)
+    await agent.put(value, key=key, partition=part, headers=headers or [], wait=False)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_events_fold_into_the_table_and_a_bad_rating_fires_service_recovery(churn):
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+
+    async def scenario():
+        async with agent.test_context() as a:
+            await put_keyed(a, app, event(1, "login", "c1", 1), "c1")
+            await put_keyed(a, app, event(2, "purchase", "c1", 1.1, order_id="o", amount=30, currency="EUR"),
+                            "c1")
+            await put_keyed(a, app, event(3, "support", "c1", 2, ticket_id="t", action="resolved", csat=1),
+                            "c1")
+            await put_keyed(a, app, event(2, "purchase", "c1", 1.1, order_id="o", amount=30, currency="EUR"),
+                            "c1")  # redelivered
+            await asyncio.sleep(0.3)  # let the take_events window close
+
+    run(scenario())
+    state = decode_state(app.table[b"c1"])
+    assert (state.logins, state.orders, state.revenue, state.last_csat) == (1, 1, 30.0, 1)
+    recovery = [json.loads(v) for _, _, v, _ in sink.on(app.settings.service_recovery_topic)]
+    assert [(t["customer_id"], t["rule"]) for t in recovery] == [("c1", "bad_rating")]
+    registry = app.metrics.registry
+    assert registry.get_sample_value("churn_events_consumed_total", {"type": "purchase", "outcome": "duplicate"}) == 1
+
+
+def test_malformed_message_is_dead_lettered_with_its_source_and_the_rest_of_the_batch_survives(churn):
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+
+    async def scenario():
+        async with agent.test_context() as a:
+            await put_keyed(a, app, b'{"schema_version":1,"type":"login"', "c2")
+            await put_keyed(a, app, event(4, "login", "c2", 1), "c2")
+            await asyncio.sleep(0.3)
+
+    run(scenario())
+    (topic, _, value, headers), = sink.on(app.settings.dead_letter_topic)
+    header = dict(headers)
+    assert value == b'{"schema_version":1,"type":"login"'
+    assert header["dlq.reason"] == b"bad_json" and header["dlq.source.offset"] == b"0"
+    assert decode_state(app.table[b"c2"]).logins == 1
+
+
+def test_unkeyed_event_is_forwarded_to_the_repartition_topic_not_applied(churn):
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+
+    async def scenario():
+        async with agent.test_context() as a:
+            await a.put(event(5, "login", "c3", 1), key=None, partition=0, wait=False)
+            await asyncio.sleep(0.3)
+
+    run(scenario())
+    forwarded = sink.on(app.settings.repartition_topic)
+    assert [(k, json.loads(v)["event_id"]) for _, k, v, _ in forwarded] == [(b"c3", "a-5")]
+    assert app.table.get(b"c3") is None
+
+
+def test_a_silence_tick_fires_the_win_back_at_its_deadline(churn):
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+
+    async def scenario():
+        async with agent.test_context() as a:
+            for i in range(5):
+                await put_keyed(a, app, event(10 + i, "login", "c4", 1 + i), "c4")
+            await asyncio.sleep(0.3)
+            key = b"c4"
+            deadline = app.index.pop_due(T0 + 100 * DAY, limit=10)
+            assert [k for k, _ in deadline] == [key]
+            await a.put(json.dumps({"deadline": T0 + 100 * DAY}).encode(), key=key,
+                        partition=partition_of(key, app.settings.topic_partitions),
+                        headers=[(KIND_HEADER, TICK)], wait=False)
+            await asyncio.sleep(0.3)
+
+    run(scenario())
+    win_back = [json.loads(v) for _, _, v, _ in sink.on(app.settings.win_back_topic)]
+    assert [t["rule"] for t in win_back] == ["lapsed"]
+    assert win_back[0]["event_time"] < format_time(T0 + 100 * DAY)
