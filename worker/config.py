@@ -21,7 +21,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHURN_", frozen=True, extra="ignore")
 
-    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset = embedded broker (demo/test only)")
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port[,host:port]; unset = embedded broker (demo/test only)")
     app_id: str = Field("churn-worker", pattern=r"^[A-Za-z0-9._-]+$", description="faust app id and consumer group")
     input_topics: Annotated[tuple[str, ...], NoDecode] = ("customer-events",)
     topic_partitions: int = Field(4, ge=1, le=1024)
@@ -42,7 +43,8 @@ class Settings(BaseSettings):
     timer_interval_s: float = Field(1.0, gt=0, le=3600)
     lateness_s: float = Field(3 * 86400, ge=0, description="out-of-order tolerance per customer")
     max_future_s: float = Field(300, ge=0, description="wall clock: events further ahead are dead-lettered")
-    emit_max_age_s: float = Field(2 * 86400, ge=0, description="wall clock: events older than this update state but fire nothing")
+    emit_max_age_s: float = Field(
+        2 * 86400, ge=0, description="wall clock: events older than this update state but fire nothing")
     offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(1000, ge=1)
     session_timeout_s: float = Field(60.0, ge=1, description="consumer group session timeout")

@@ -119,7 +119,7 @@ def contributions(artifact: ModelArtifact, rows: np.ndarray) -> np.ndarray:
     logit(p) - intercept, so a positive contribution raises the risk."""
     steps = artifact.model.named_steps
     transformed = rows
-    for name, step in artifact.model.steps[:-1]:
+    for _, step in artifact.model.steps[:-1]:
         transformed = step.transform(transformed)
     return transformed * steps["classifier"].coef_[0]
 

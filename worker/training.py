@@ -162,8 +162,9 @@ def train_command(args) -> int:
     from worker.generate import generate
 
     if args.synthetic:
-        source = f"synthetic: generate(customers={args.customers}, days={args.days}, seed={args.seed}, start={args.start})"
-        events = [parse_event(json.dumps(d).encode()) for d in generate(args.customers, args.days, args.seed, args.start)]
+        spec = dict(customers=args.customers, days=args.days, seed=args.seed, start=args.start)
+        source = "synthetic: generate(" + ", ".join(f"{k}={v}" for k, v in spec.items()) + ")"
+        events = [parse_event(json.dumps(d).encode()) for d in generate(**spec)]
     else:
         source = ", ".join(str(p) for p in args.events)
         events = read_events(args.events)
