@@ -26,6 +26,7 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_DECIMAL = re.compile(r"^\+?\d+(\.\d+)?$")  # as in the JSON Schema: no exponent, sign or spaces
 
 REASONS = (
     "oversize", "not_utf8", "bad_json", "not_object", "bad_schema_version",
@@ -96,7 +97,7 @@ def parse_event(raw: bytes, max_bytes: int = 65536) -> Event | InvalidEvent:
 
 def _build(obj: dict[str, Any]) -> Event:
     version = obj.get("schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise _Refused("bad_schema_version", f"schema_version: expected {SCHEMA_VERSION}, got {version!r}")
     kind = _string(obj, "type")
     if kind not in EVENT_TYPES:
@@ -153,6 +154,8 @@ def _amount(obj: dict[str, Any]) -> float:
     value = obj.get("amount")
     if value is None:
         raise _Refused("missing_field", "amount: required field is missing")
+    if isinstance(value, str) and not _DECIMAL.match(value):
+        raise _Refused("bad_field_type", f"amount: expected a decimal string like '12.50', got {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise _Refused("bad_field_type", f"amount: expected decimal number or string, got {type(value).__name__}")
     try:

@@ -66,3 +66,4 @@ class Metrics:
             self.triggers.labels(t)
             self.holdout.labels(t)
             self.suppressed.labels(t, "cooldown")
+            self.suppressed.labels(t, "history")

@@ -82,8 +82,9 @@ def process(items: list[Item], states: Mapping[str, CustomerState], ctx: Context
     scores = score_batch(ctx.artifact, rows.reshape(len(points), len(FEATURE_NAMES)))
     result.scores = scores.tolist()
     _decide_all(points, scores, current, ctx, result)
-    result.states = current
-    result.deadlines = {cid: pending_deadline(ctx.policy, s) for cid, s in current.items()}
+    # a tick for a customer this worker no longer holds must not create an empty record
+    result.states = {cid: s for cid, s in current.items() if s != EMPTY}
+    result.deadlines = {cid: pending_deadline(ctx.policy, s) for cid, s in result.states.items()}
     return result
 
 

@@ -66,6 +66,9 @@ def deadlines(policy: Policy, state: CustomerState) -> list[float]:
         lapse = lapse_days(policy, state) * DAY
         out += [state.last_activity + lapse * policy.lapse.follow_up_check_at,
                 state.last_activity + lapse]
+        if state.fired.get("win_back_episode", 0.0) < state.last_activity and "win_back" in state.fired:
+            # a lapse suppressed by the cooldown is looked at again when the cooldown ends
+            out.append(state.fired["win_back"] + policy.cooldown_s("win_back"))
     sla = policy.support.sla_hours * 3600.0
     out += [t.opened_at + sla for _, t in open_tickets(state)]
     return out

@@ -1,0 +1,169 @@
+"""State serialization for the changelog, and the per-customer deadline index."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker.codec import FORMAT, decode_state, encode_state
+from worker.deadlines import DeadlineIndex
+from worker.pipeline import Context, Item, process
+from worker.state import EMPTY, CustomerState
+from worker.triggers import decide
+
+from .conftest import DAY, HOUR, at, fold, login, purchase, regular_customer, support
+
+
+def typical_customer() -> list:
+    """60 events over 90 days: 42 logins, 15 purchases, one ticket with three actions."""
+    events = [login(at(d * 90 / 42, 9.25), "c-000123") for d in range(42)]
+    events += [purchase(at(d * 6 + 1, 19.5), f"{20 + d * 3.17:.2f}", "c-000123") for d in range(15)]
+    events += [support(at(50, 10), "opened", "T-2026-000981", "c-000123"),
+               support(at(50, 14), "replied", "T-2026-000981", "c-000123"),
+               support(at(51, 9), "resolved", "T-2026-000981", "c-000123", csat=4, nps=8)]
+    assert len(events) == 60
+    return sorted(events, key=lambda e: e.occurred_at)
+
+
+def states_to_check(policy, artifact) -> list[CustomerState]:
+    with_fired = fold(regular_customer(days=20))
+    _, with_fired = decide(policy, "c-1", with_fired, 0.95, at(20))  # trigger memory
+    open_ticket = fold([login(at(0)), support(at(1, 3), "opened", "t-x"), support(at(1, 4), "replied", "t-x"),
+                        support(at(2), "opened", "t-y", csat=1, nps=2)])
+    fractional = fold([login(at(0) + 0.123456), purchase(at(1) + 0.5, "0.10"), purchase(at(2), "0.20")])
+    ctx = Context(artifact, policy, 3 * DAY, emitted_at=at(200), event_clock=True)
+    replayed = process([Item("c-000123", e) for e in typical_customer()]
+                       + [Item("c-000123", None, at(95)), Item("c-000123", None, at(120))], {}, ctx)
+    return [EMPTY, with_fired, open_ticket, fractional, fold(typical_customer()),
+            replayed.states["c-000123"]]
+
+
+def test_round_trip_equals_the_state(policy, artifact):
+    for state in states_to_check(policy, artifact):
+        raw = encode_state(state)
+        assert isinstance(raw, bytes)
+        back = decode_state(raw)
+        assert back == state
+        assert encode_state(back) == raw
+        # types survive: floats stay floats, counts stay ints
+        assert isinstance(back.revenue, float) and isinstance(back.orders, int)
+        assert all(isinstance(k, int) for k in back.days)
+
+
+def test_round_trip_keeps_tickets_and_trigger_memory(policy, artifact):
+    states = states_to_check(policy, artifact)
+    assert states[1].fired and {"follow_up", "win_back"} & set(states[1].fired)
+    assert len(states[2].tickets) == 2 and states[2].bad_support == 1
+    for state in states:
+        back = decode_state(encode_state(state))
+        assert back.tickets == state.tickets and back.fired == state.fired
+        assert back.recent_ids == state.recent_ids  # order kept: it is a window
+
+
+def test_unknown_format_version_raises(policy, artifact):
+    raw = encode_state(fold(regular_customer(days=5)))
+    data = json.loads(raw)
+    assert data[0] == FORMAT
+    for version in (FORMAT + 1, 0, "1"):
+        with pytest.raises(ValueError, match="format"):
+            decode_state(json.dumps([version, *data[1:]]).encode())
+    with pytest.raises(ValueError, match="format"):
+        decode_state(b"[]")
+
+
+def test_typical_customer_is_small():
+    state = fold(typical_customer())
+    assert state.activities == 57 and len(state.days) >= 40
+    size = len(encode_state(state))
+    print(f"\nencoded state of a typical customer (60 events over 90 days): {size} bytes")
+    assert size < 2000, f"encoded state is {size} bytes, expected < 2000"  # observed: 960 bytes
+
+
+# ---- DeadlineIndex ---------------------------------------------------------------------------
+
+
+def test_pop_due_in_deadline_order():
+    index = DeadlineIndex()
+    for key, deadline in ((b"c", 30.0), (b"a", 10.0), (b"d", 40.0), (b"b", 20.0)):
+        index.set(key, deadline)
+    assert len(index) == 4
+    assert index.pop_due(5.0, limit=10) == []
+    assert index.pop_due(25.0, limit=10) == [(b"a", 10.0), (b"b", 20.0)]
+    assert len(index) == 2
+    assert index.pop_due(40.0, limit=10) == [(b"c", 30.0), (b"d", 40.0)]  # inclusive
+    assert len(index) == 0 and index.pop_due(1e12, limit=10) == []
+
+
+def test_replacing_a_deadline_makes_the_old_one_stale():
+    index = DeadlineIndex()
+    index.set(b"a", 10.0)
+    index.set(b"b", 15.0)
+    index.set(b"a", 50.0)   # later
+    index.set(b"b", 5.0)    # earlier
+    assert len(index) == 2
+    assert index.pop_due(20.0, limit=10) == [(b"b", 5.0)]
+    assert index.pop_due(49.0, limit=10) == []
+    assert index.pop_due(50.0, limit=10) == [(b"a", 50.0)]
+
+
+def test_setting_back_an_earlier_deadline():
+    index = DeadlineIndex()
+    index.set(b"a", 10.0)
+    index.set(b"a", 20.0)
+    index.set(b"a", 10.0)
+    assert index.pop_due(30.0, limit=10) == [(b"a", 10.0)]  # once, not three times
+    assert len(index) == 0
+
+
+def test_set_none_removes():
+    index = DeadlineIndex()
+    index.set(b"a", 10.0)
+    index.set(b"b", 20.0)
+    index.set(b"a", None)
+    index.set(b"zz", None)  # removing an unknown key is fine
+    assert len(index) == 1
+    assert index.pop_due(100.0, limit=10) == [(b"b", 20.0)]
+
+
+def test_pop_due_respects_limit():
+    index = DeadlineIndex()
+    for n in range(10):
+        index.set(f"k{n}".encode(), float(n))
+    index.set(b"k0", 100.0)  # a stale entry at the front does not count toward the limit
+    assert index.pop_due(50.0, limit=3) == [(b"k1", 1.0), (b"k2", 2.0), (b"k3", 3.0)]
+    assert len(index) == 7
+    assert index.pop_due(50.0, limit=0) == []
+    assert [k for k, _ in index.pop_due(50.0, limit=100)] == [f"k{n}".encode() for n in range(4, 10)]
+    assert len(index) == 1
+
+
+def test_many_updates_stay_correct_through_compaction():
+    index = DeadlineIndex()
+    for round_ in range(300):  # 3000 pushes for 10 keys: compaction must run
+        for n in range(10):
+            index.set(f"k{n}".encode(), 1000.0 + round_ * 10 + n)
+    assert len(index) == 10
+    assert len(index._heap) <= 4 * len(index) + 1024 + 1
+    due = index.pop_due(1e9, limit=100)
+    assert due == [(f"k{n}".encode(), 1000.0 + 299 * 10 + n) for n in range(10)]
+    index.set(b"x", 1.0)
+    index.clear()
+    assert len(index) == 0 and index.pop_due(1e9, limit=10) == []
+
+
+def test_timer_cycle_with_real_deadlines(policy):
+    # what the worker does: index the pending deadline, pop it when due, then re-index
+    from worker.triggers import pending_deadline
+
+    state = fold([login(at(d, 9)) for d in range(10)] + [support(at(9, 10), "opened", "t-1")])
+    index = DeadlineIndex()
+    index.set(b"c-1", pending_deadline(policy, state))
+    seen = []
+    now = at(9, 10)
+    while len(index) and now < at(30):
+        now += HOUR
+        for key, due in index.pop_due(now, limit=10):
+            seen.append(due)
+            _, state = decide(policy, "c-1", state, 0.0, due)
+            index.set(key, pending_deadline(policy, state))
+    assert seen == [at(10, 10), at(11, 9), at(13, 9)]  # SLA, follow-up check, lapse

@@ -1,0 +1,119 @@
+"""Prometheus metrics on an injected registry, and settings from the environment."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import ValidationError
+
+from worker.config import DEFAULT_POLICY, Settings, load_settings
+from worker.errors import ConfigError
+from worker.events import EVENT_TYPES, REASONS
+from worker.metrics import OUTCOMES, Metrics
+from worker.triggers import TRIGGER_TYPES
+
+
+def test_primed_series_exist_at_zero():
+    registry = CollectorRegistry()
+    Metrics(registry)
+    value = registry.get_sample_value
+    for t in EVENT_TYPES:
+        for outcome in OUTCOMES:
+            assert value("churn_events_consumed_total", {"type": t, "outcome": outcome}) == 0.0
+    assert value("churn_events_consumed_total", {"type": "unknown", "outcome": "dead_lettered"}) == 0.0
+    for reason in REASONS:
+        assert value("churn_events_dead_lettered_total", {"reason": reason}) == 0.0
+    for kind in TRIGGER_TYPES:
+        assert value("churn_triggers_emitted_total", {"type": kind}) == 0.0
+        assert value("churn_triggers_holdout_total", {"type": kind}) == 0.0
+        assert value("churn_triggers_suppressed_total", {"type": kind, "reason": "cooldown"}) == 0.0
+    assert value("churn_scoring_batch_size_count") == 0.0
+    assert value("churn_customers_tracked") == 0.0
+    # never a series that was not primed, and no _created doubles
+    assert value("churn_events_consumed_total", {"type": "refund", "outcome": "applied"}) is None
+    assert b"_created" not in generate_latest(registry)
+
+
+def test_two_metrics_objects_do_not_collide():
+    first, second = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    first.events.labels("login", "applied").inc(3)
+    first.risk.observe(0.72)
+    assert first.registry.get_sample_value("churn_events_consumed_total",
+                                           {"type": "login", "outcome": "applied"}) == 3.0
+    assert second.registry.get_sample_value("churn_events_consumed_total",
+                                            {"type": "login", "outcome": "applied"}) == 0.0
+    assert first.registry.get_sample_value("churn_risk_score_bucket", {"le": "0.75"}) == 1.0
+    assert first.registry.get_sample_value("churn_risk_score_bucket", {"le": "0.7"}) == 0.0
+    assert second.registry.get_sample_value("churn_risk_score_count") == 0.0
+    third = Metrics()  # a registry of its own when none is given
+    assert third.registry is not first.registry and third.registry is not second.registry
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("CHURN_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_defaults(clean_env):
+    settings = load_settings()
+    assert isinstance(settings, Settings)
+    assert settings.input_topics == ("customer-events",)
+    assert settings.batch_size == 500 and settings.clock == "wall"
+    assert settings.policy_path == DEFAULT_POLICY and settings.model_dir == Path("models/churn-v1")
+    assert settings.trigger_topics == {"follow_up": "churn-trigger-follow-up",
+                                       "win_back": "churn-trigger-win-back",
+                                       "service_recovery": "churn-trigger-service-recovery"}
+    assert settings.repartition_topic == "churn-worker-events-by-customer"
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5", "1.5", "1000000"])
+def test_bad_batch_size_names_the_variable(clean_env, value):
+    clean_env.setenv("CHURN_BATCH_SIZE", value)
+    with pytest.raises(ConfigError, match=r"CHURN_BATCH_SIZE: "):
+        load_settings()
+
+
+def test_every_bad_variable_is_named(clean_env):
+    clean_env.setenv("CHURN_BATCH_SIZE", "lots")
+    clean_env.setenv("CHURN_CLOCK", "sundial")
+    clean_env.setenv("CHURN_WEB_PORT", "70000")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    for name in ("CHURN_BATCH_SIZE", "CHURN_CLOCK", "CHURN_WEB_PORT"):
+        assert name in message, message
+
+
+def test_input_topics_are_a_comma_separated_list(clean_env):
+    clean_env.setenv("CHURN_INPUT_TOPICS", "a, b")
+    assert load_settings().input_topics == ("a", "b")
+    clean_env.setenv("CHURN_INPUT_TOPICS", " orders ,logins,, support ")
+    assert load_settings().input_topics == ("orders", "logins", "support")
+    clean_env.setenv("CHURN_INPUT_TOPICS", " , ")
+    with pytest.raises(ConfigError, match="CHURN_INPUT_TOPICS"):
+        load_settings()
+
+
+def test_environment_values_are_parsed(clean_env):
+    clean_env.setenv("CHURN_BATCH_SIZE", "250")
+    clean_env.setenv("CHURN_CLOCK", "event")
+    clean_env.setenv("CHURN_LATENESS_S", "3600")
+    clean_env.setenv("CHURN_APP_ID", "churn-eu")
+    settings = load_settings()
+    assert (settings.batch_size, settings.clock, settings.lateness_s) == (250, "event", 3600.0)
+    assert settings.repartition_topic == "churn-eu-events-by-customer"
+
+
+def test_overrides_win_and_settings_are_frozen(clean_env):
+    clean_env.setenv("CHURN_BATCH_SIZE", "250")
+    settings = load_settings(batch_size=10)
+    assert settings.batch_size == 10
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.batch_size = 20  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="CHURN_APP_ID"):
+        load_settings(app_id="no spaces allowed")

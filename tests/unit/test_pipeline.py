@@ -1,0 +1,271 @@
+"""process(): one batch of events and silence ticks -> states, triggers, outcomes."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from worker.events import format_time
+from worker.pipeline import Context, Item, Result, process
+from worker.state import features
+from worker.triggers import CHECKED, lapse_days, pending_deadline
+
+from .conftest import DAY, HOUR, at, fold, login, purchase, regular_customer, support
+
+LATENESS = 3 * DAY
+WALL = at(200)  # the batch's wall time; with the event clock it is only stamped on triggers
+
+
+@pytest.fixture
+def ctx(artifact, policy) -> Context:
+    return Context(artifact, policy, LATENESS, emitted_at=WALL, event_clock=True)
+
+
+def customer_a():
+    """A daily user for 30 days with a well-handled ticket: nothing to trigger."""
+    return regular_customer("a", days=30)
+
+
+def customer_b():
+    """A weekly shopper whose last ticket is rated 1/5."""
+    return sorted([login(at(7 * w, 10), "b") for w in range(5)]
+                  + [purchase(at(7 * w + 1, 18), "40.00", "b") for w in range(5)]
+                  + [support(at(29, 8), "opened", "t-b", "b"),
+                     support(at(29, 10), "resolved", "t-b", "b", csat=1)], key=lambda e: e.occurred_at)
+
+
+def customer_c():
+    """Logs in every other day; a ticket opened on day 25 is never resolved."""
+    return sorted([login(at(2 * d, 8), "c") for d in range(15)]
+                  + [support(at(25, 9), "opened", "t-c", "c")], key=lambda e: e.occurred_at)
+
+
+def stream():
+    events = sorted(customer_a() + customer_b() + customer_c(), key=lambda e: e.occurred_at)
+    return [Item(e.customer_id, e) for e in events]
+
+
+def kinds(result: Result) -> list[tuple[str, str, str]]:
+    return [(t["customer_id"], t["type"], t["rule"]) for t in result.triggers]
+
+
+def test_a_small_stream(ctx, policy):
+    items = stream()
+    result = process(items, {}, ctx)
+    # (1) triggers: the bad rating, and the SLA breach found when c's next login arrives
+    assert sorted(kinds(result)) == [("b", "service_recovery", "bad_rating"),
+                                     ("c", "service_recovery", "sla_breach")]
+    by_customer = {t["customer_id"]: t for t in result.triggers}
+    assert by_customer["b"]["event_time"] == format_time(at(29, 10))
+    assert by_customer["c"]["event_time"] == format_time(at(26, 9))  # opened + 24 h, not the login time
+    for trigger in result.triggers:
+        assert trigger["schema_version"] == 1 and trigger["policy_version"] == policy.version
+        assert trigger["model_version"] == "churn-v1"
+        assert trigger["emitted_at"] == format_time(WALL)
+        assert 0 <= trigger["risk_score"] <= 1
+    # (2) states equal the plain fold of each customer's events (plus trigger memory)
+    for cid, events in (("a", customer_a()), ("b", customer_b()), ("c", customer_c())):
+        assert replace(result.states[cid], fired={}) == fold(events)
+        assert result.states[cid].fired.get(CHECKED, 0.0) <= result.states[cid].last_seen
+    assert "service_recovery" in result.states["b"].fired
+    # (3) outcomes, per event type
+    expected = Counter()
+    for item in items:
+        expected[(item.event.type, "applied")] += 1
+    assert result.outcomes == expected
+    assert result.late == [] and not result.holdouts and not result.quiet
+    # (4) one score per decision point: every event, plus the deadlines that passed between
+    # events: follow-up checks for a (days 4.4, 18.4) and b (day 14.3), and c's SLA
+    assert len(result.scores) == len(items) + 4
+    # (5) the next silence deadline per customer
+    assert set(result.deadlines) == {"a", "b", "c"}
+    for cid, state in result.states.items():
+        assert result.deadlines[cid] == pending_deadline(policy, state)
+    a = result.states["a"]
+    assert result.deadlines["a"] == a.last_activity + lapse_days(policy, a) * DAY * policy.lapse.follow_up_check_at
+
+
+def test_duplicates_and_late_events_are_counted_not_applied(ctx):
+    first = process(stream(), {}, ctx)
+    b = first.states["b"]
+    rating = next(e for e in customer_b() if e.csat is not None)
+    redelivered = Item("b", rating)
+    too_old = Item("b", login(b.last_seen - LATENESS - HOUR, "b"))
+    just_in_time = Item("b", login(b.last_seen - LATENESS + HOUR, "b"))
+    result = process([redelivered, too_old, just_in_time, redelivered], first.states, ctx)
+    assert result.outcomes == Counter({("support", "duplicate"): 2, ("login", "late"): 1,
+                                       ("login", "applied"): 1})
+    assert result.late == [too_old]
+    assert result.states["b"].logins == b.logins + 1
+    assert result.states["b"].last_seen == b.last_seen
+    assert result.triggers == []  # the bad rating is not re-sent for its redelivery
+
+
+def test_a_batch_with_nothing_to_score(ctx):
+    first = process(stream(), {}, ctx)
+    a = first.states["a"]
+    early_tick = Item("a", None, first.deadlines["a"] - 1)
+    duplicate = Item("a", customer_a()[-1])
+    result = process([early_tick, duplicate], first.states, ctx)
+    assert result.scores == [] and result.triggers == []
+    assert result.outcomes == Counter({("login", "duplicate"): 1})
+    assert result.states["a"] == a and result.deadlines["a"] == first.deadlines["a"]
+    assert process([], {}, ctx).states == {}
+
+
+def test_silence_ticks_fire_win_back_at_the_lapse_deadline(ctx, policy):
+    first = process(stream(), {}, ctx)
+    a = first.states["a"]
+    lapse = a.last_activity + lapse_days(policy, a) * DAY
+    check = first.deadlines["a"]
+    assert check < lapse
+    # the timer ticks at each pending deadline: first the follow-up check...
+    at_check = process([Item("a", None, check)], first.states, ctx)
+    assert at_check.triggers == []  # a daily user two days silent is still low risk
+    assert at_check.deadlines["a"] == lapse
+    # ...then the lapse itself
+    at_lapse = process([Item("a", None, lapse)], at_check.states, ctx)
+    assert kinds(at_lapse) == [("a", "win_back", "lapsed")]
+    [trigger] = at_lapse.triggers
+    assert trigger["event_time"] == format_time(lapse)
+    assert trigger["state"]["days_since_last_activity"] == pytest.approx(lapse_days(policy, a), abs=1e-4)
+    assert at_lapse.deadlines["a"] is None  # nothing more to wait for in this silence
+    # a repeated tick gives nothing new
+    again = process([Item("a", None, lapse + DAY)], at_lapse.states, ctx)
+    assert again.triggers == [] and again.scores == []
+
+
+def test_an_event_after_a_missed_deadline_catches_up_first(ctx, policy):
+    first = process(stream(), {}, ctx)
+    a = first.states["a"]
+    lapse = a.last_activity + lapse_days(policy, a) * DAY
+    comeback = login(at(60, 12), "a")
+    result = process([Item("a", comeback)], first.states, ctx)
+    assert kinds(result)[0] == ("a", "win_back", "lapsed")
+    assert result.triggers[0]["event_time"] == format_time(lapse)
+    # the win-back was decided on the silent state, before the login was applied
+    assert result.triggers[0]["state"]["days_since_last_activity"] < 10
+    assert len(result.scores) == 3  # follow-up check, lapse, then the login
+    assert result.outcomes == Counter({("login", "applied"): 1})
+    state = result.states["a"]
+    assert state.last_activity == at(60, 12) and state.logins == a.logins + 1
+    assert result.deadlines["a"] == pending_deadline(policy, state) > at(60, 12)
+
+
+def test_catch_up_also_closes_an_sla_deadline(ctx):
+    events = [login(at(d, 9), "d") for d in range(10)] + [support(at(9, 10), "opened", "t-d", "d")]
+    first = process([Item("d", e) for e in events], {}, ctx)
+    assert first.triggers == [] and first.deadlines["d"] == at(10, 10)  # SLA comes first
+    later = process([Item("d", login(at(11, 9), "d"))], first.states, ctx)
+    assert kinds(later) == [("d", "service_recovery", "sla_breach")]
+    assert later.triggers[0]["event_time"] == format_time(at(10, 10))
+
+
+def _full_stream():
+    """Events of four customers with redeliveries, a late event and ticks, in delivery order."""
+    extra = [login(at(45, 9), "a"), purchase(at(45, 9.5), "61.00", "a"), login(at(80, 7), "c"),
+             support(at(50, 9), "opened", "t-e", "e"), login(at(50, 8), "e"), login(at(51, 8), "e"),
+             login(at(52, 8), "e"), support(at(53, 9), "resolved", "t-e", "e", nps=3)]
+    events = sorted(customer_a() + customer_b() + customer_c() + extra, key=lambda e: e.occurred_at)
+    items = [Item(e.customer_id, e) for e in events]
+    items.insert(40, items[12])                                  # a redelivery
+    items.insert(90, Item("b", login(at(1), "b", event_id="x")))  # late
+    items += [Item("b", None, at(60)), Item("b", None, at(90)), Item("e", None, at(58)),
+              Item("e", None, at(70)), items[-3]]
+    return items
+
+
+def test_same_stream_in_any_batch_size_gives_the_same_result(ctx):
+    items = _full_stream()
+    runs = {}
+    for size in (1, 7, len(items)):
+        states: dict = {}
+        triggers: list = []
+        outcomes: Counter = Counter()
+        for start in range(0, len(items), size):
+            result = process(items[start:start + size], states, ctx)
+            states.update(result.states)
+            triggers += result.triggers
+            outcomes += result.outcomes
+        runs[size] = (states, triggers, outcomes)
+    reference_states, reference_triggers, reference_outcomes = runs[len(items)]
+    assert len(reference_triggers) >= 5
+    assert {t["type"] for t in reference_triggers} == {"win_back", "service_recovery"}
+    assert reference_outcomes[("login", "late")] == 1 and reference_outcomes[("login", "duplicate")] >= 1
+    for size, (states, triggers, outcomes) in runs.items():
+        assert [t["trigger_id"] for t in triggers] == [t["trigger_id"] for t in reference_triggers], size
+        assert triggers == reference_triggers, size
+        assert states == reference_states, size
+        assert outcomes == reference_outcomes, size
+
+
+def test_wall_clock_old_history_updates_state_but_sends_nothing(artifact, policy, ctx):
+    wall = Context(artifact, policy, LATENESS, emitted_at=at(120), event_clock=False,
+                   emit_max_age_s=2 * DAY)
+    replay = process(stream(), {}, ctx)  # the same history with the event clock
+    result = process(stream(), {}, wall)
+    assert result.triggers == []
+    assert result.outcomes == replay.outcomes
+    for cid, events in (("a", customer_a()), ("b", customer_b()), ("c", customer_c())):
+        assert replace(result.states[cid], fired={}) == fold(events)
+    # old history is decided as a replay decides it, and remembered, but nothing is sent
+    assert result.quiet == Counter(t["type"] for t in replay.triggers) == Counter(service_recovery=2)
+    assert not result.suppressed
+    assert {c: s.fired for c, s in result.states.items()} == {c: s.fired for c, s in replay.states.items()}
+    # a fresh bad rating, within emit_max_age_s of the wall clock, is sent at once
+    fresh = support(at(120) - HOUR, "resolved", "t-b2", "b", csat=1)
+    now = process([Item("b", fresh)], result.states, wall)
+    assert kinds(now) == [("b", "service_recovery", "bad_rating")]
+    assert now.triggers[0]["event_time"] == format_time(at(120))  # decided at wall time
+    # b's lapse, months ago and never ticked, is caught up first: decided quietly
+    assert now.quiet == Counter(win_back=1)
+
+
+def test_wall_clock_silence_deadlines_older_than_the_limit_are_quiet(artifact, policy, ctx):
+    wall = Context(artifact, policy, LATENESS, emitted_at=at(120), event_clock=False,
+                   emit_max_age_s=2 * DAY)
+    first = process(stream(), {}, wall)
+    a = first.states["a"]
+    lapse = a.last_activity + lapse_days(policy, a) * DAY
+    check = process([Item("a", None, first.deadlines["a"])], first.states, wall)
+    old_lapse = process([Item("a", None, lapse)], check.states, wall)
+    assert old_lapse.triggers == [] and old_lapse.quiet == Counter(win_back=1)
+    # the same lapse seen within the limit is sent
+    recent = replace(wall, emitted_at=lapse + HOUR)
+    fresh_lapse = process([Item("a", None, lapse)], check.states, recent)
+    assert kinds(fresh_lapse) == [("a", "win_back", "lapsed")] and not fresh_lapse.quiet
+
+
+def test_features_in_a_trigger_match_the_state_at_that_point(ctx):
+    result = process(stream(), {}, ctx)
+    trigger = next(t for t in result.triggers if t["customer_id"] == "b")
+    row = features(fold(e for e in customer_b() if e.occurred_at <= at(29, 10)), at(29, 10))
+    assert list(trigger["state"].values()) == [round(v, 4) for v in row]
+    assert all(r["contribution"] > 0 for r in trigger["top_reasons"])
+
+
+def test_a_lapse_suppressed_by_the_cooldown_is_looked_at_again_when_it_ends(ctx, policy):
+    # lapse 1 fires a win-back; the customer comes back once, then lapses again inside the cooldown
+    early = regular_customer("r", days=10)
+    first = process([Item("r", e) for e in early], {}, ctx)
+    r = first.states["r"]
+    lapse = r.last_activity + lapse_days(policy, r) * DAY
+    fired = process([Item("r", None, lapse)], first.states, ctx)
+    assert kinds(fired) == [("r", "win_back", "lapsed")]
+    back = login(lapse + DAY, "r")
+    returned = process([Item("r", back)], fired.states, ctx)
+    s = returned.states["r"]
+    second_lapse = s.last_activity + lapse_days(policy, s) * DAY
+    cooldown_end = lapse + policy.cooldown_s("win_back")
+    assert second_lapse < cooldown_end
+    suppressed = process([Item("r", None, second_lapse)], returned.states, ctx)
+    assert suppressed.triggers == [] and suppressed.suppressed[("win_back", "cooldown")] == 1
+    assert suppressed.deadlines["r"] == cooldown_end
+    later = process([Item("r", None, cooldown_end)], suppressed.states, ctx)
+    assert kinds(later) == [("r", "win_back", "lapsed")]
+
+
+def test_a_tick_for_an_unknown_customer_stores_nothing(ctx):
+    result = process([Item("ghost", None, at(10))], {}, ctx)
+    assert result.states == {} and result.deadlines == {} and result.triggers == []
