@@ -29,7 +29,7 @@ demo: install  ## broker + worker + sample stream; prints triggers and stops by 
 	$(BIN)/churn-worker demo
 
 model: install  ## rebuild models/churn-v1 reproducibly from the synthetic generator
-	$(BIN)/churn-worker train --synthetic --out models/churn-v1
+	$(BIN)/churn-worker train --synthetic --horizon 30d --churn-on activity --out models/churn-v1
 
 broker: install  ## start the embedded Kafka-protocol broker on a free port
 	$(BIN)/churn-worker broker

@@ -1,4 +1,4 @@
-"""The one command line: churn-worker run | broker | generate | produce | demo | train | policy."""
+"""The one command line: churn-worker run | broker | generate | produce | demo | train | evaluate | policy."""
 from __future__ import annotations
 
 import argparse
@@ -51,16 +51,32 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="leave broker and worker up at the end")
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="train a model artifact by replaying events")
+    train = sub.add_parser("train", help="train a model artifact by replaying history through the worker's code")
     src = train.add_mutually_exclusive_group(required=True)
-    src.add_argument("--events", nargs="+", type=Path, help="JSONL files in the event schema")
+    src.add_argument("--events", nargs="+", type=Path, help="JSONL (event schema) or CSV files")
     src.add_argument("--synthetic", action="store_true", help="use the seeded synthetic generator")
-    train.add_argument("--out", required=True, type=Path)
-    train.add_argument("--horizon-days", type=float, default=30.0)
-    train.add_argument("--churn-on", choices=("activity", "purchase"), default="activity")
-    train.add_argument("--version", default=None)
+    train.add_argument("--out", required=True, type=Path, help="artifact directory, e.g. models/NAME")
+    train.add_argument("--horizon", default="90d", help="churned = nothing qualifying within this (default 90d)")
+    train.add_argument("--cutoffs", nargs="+", default=None, help="snapshot dates (default: monthly, "
+                       "the latest leaving a full horizon; the latest is held out for testing)")
+    train.add_argument("--churn-on", choices=("purchase", "activity"), default="purchase")
+    train.add_argument("--train-until", default=None, help="ignore history from this date on, "
+                       "so a later cutoff stays unseen for `evaluate`")
+    train.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
+    train.add_argument("--version", default=None, help="default: the --out directory name")
     _generator_args(train, customers=4000, days=240)
     train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="score every customer at a cutoff and compare with what happened")
+    ev.add_argument("--model", required=True, type=Path)
+    ev.add_argument("--events", nargs="+", type=Path, required=True)
+    ev.add_argument("--cutoff", default=None, help="default: the latest date leaving a full horizon")
+    ev.add_argument("--horizon", default=None, help="default: the model's training horizon")
+    ev.add_argument("--churn-on", choices=("purchase", "activity"), default=None,
+                    help="default: the model's training label")
+    ev.add_argument("--json", type=Path, default=None)
+    ev.add_argument("--report", type=Path, default=None, help="self-contained HTML with curves and thresholds")
+    ev.set_defaults(func=cmd_evaluate)
 
     pol = sub.add_parser("policy", help="validate a policy file and print it")
     pol.add_argument("file", type=Path)
@@ -162,7 +178,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from worker.training import train_command
 
-    return train_command(args)
+    return _user_errors(train_command, args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from worker.training import evaluate_command
+
+    return _user_errors(evaluate_command, args)
+
+
+def _user_errors(command, args: argparse.Namespace) -> int:
+    """Bad input files or arguments end with one line naming the problem, not a traceback."""
+    try:
+        return command(args)
+    except (ValueError, OSError) as exc:
+        print(f"churn-worker {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_policy(args: argparse.Namespace) -> int:

@@ -191,7 +191,7 @@ def test_same_stream_in_any_batch_size_gives_the_same_result(ctx):
         runs[size] = (states, triggers, outcomes)
     reference_states, reference_triggers, reference_outcomes = runs[len(items)]
     assert len(reference_triggers) >= 5
-    assert {t["type"] for t in reference_triggers} == {"win_back", "service_recovery"}
+    assert {t["type"] for t in reference_triggers} >= {"win_back", "service_recovery"}
     assert reference_outcomes[("login", "late")] == 1 and reference_outcomes[("login", "duplicate")] >= 1
     for size, (states, triggers, outcomes) in runs.items():
         assert [t["trigger_id"] for t in triggers] == [t["trigger_id"] for t in reference_triggers], size

@@ -1,0 +1,81 @@
+"""Evaluating a model against what happened, beside simple baselines, and the
+HTML report product people pick thresholds from.
+
+Metrics: ROC AUC, PR AUC, Brier, log loss, lift and capture in the top 10% and
+20% by risk. Baselines on the same snapshot: days since last purchase alone
+(ranked, and calibrated with a one-feature logistic fit), purchase count alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
+
+from worker.state import FEATURE_NAMES
+
+RECENCY = FEATURE_NAMES.index("days_since_last_purchase")
+ORDERS = FEATURE_NAMES.index("orders")
+
+
+def lift_capture(y: np.ndarray, score: np.ndarray, share: float) -> tuple[float, float]:
+    """Churn rate among the top `share` by score over the overall rate; share of churners caught."""
+    k = max(int(round(len(y) * share)), 1)
+    top = np.argsort(-score, kind="stable")[:k]
+    rate = y.mean()
+    return (float(y[top].mean() / rate) if rate else 0.0,
+            float(y[top].sum() / y.sum()) if y.sum() else 0.0)
+
+
+def ranking_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    out = {"roc_auc": float(roc_auc_score(y, score)), "pr_auc": float(average_precision_score(y, score))}
+    for share in (0.1, 0.2):
+        lift, capture = lift_capture(y, score, share)
+        out[f"lift_top{int(share * 100)}"], out[f"capture_top{int(share * 100)}"] = lift, capture
+    return out
+
+
+def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return {**ranking_metrics(y, p), "brier": float(brier_score_loss(y, p)),
+            "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]))}
+
+
+def baselines(X: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
+    recency = X[:, RECENCY]
+    calibrated = LogisticRegression().fit(np.log1p(recency)[:, None], y).predict_proba(
+        np.log1p(recency)[:, None])[:, 1]
+    return {
+        "recency": ranking_metrics(y, recency),
+        "recency_calibrated": probability_metrics(y, calibrated),
+        "frequency": ranking_metrics(y, -X[:, ORDERS]),
+    }
+
+
+def evaluate(X: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict:
+    return {**{k: round(v, 4) for k, v in probability_metrics(y, p).items()},
+            "n_customers": int(len(y)), "churn_rate": round(float(y.mean()), 4),
+            "baselines": {name: {k: round(v, 4) for k, v in m.items()} for name, m in baselines(X, y).items()}}
+
+
+def threshold_table(y: np.ndarray, p: np.ndarray, thresholds=None) -> list[dict]:
+    """How many customers each threshold would flag, and how many of them churned."""
+    rows = []
+    for t in thresholds if thresholds is not None else np.round(np.arange(0.1, 1.0, 0.1), 2):
+        flagged = p >= t
+        n = int(flagged.sum())
+        churned = int(y[flagged].sum())
+        rows.append({"threshold": float(t), "flagged": n, "flagged_share": round(n / len(y), 4),
+                     "churned": churned, "precision": round(churned / n, 4) if n else None,
+                     "recall": round(churned / max(int(y.sum()), 1), 4)})
+    return rows
+
+
+def curves(y: np.ndarray, p: np.ndarray, recency: np.ndarray) -> dict:
+    fpr, tpr, _ = roc_curve(y, p)
+    rfpr, rtpr, _ = roc_curve(y, recency)
+    bins = np.clip((p * 10).astype(int), 0, 9)
+    calib = [(float(p[bins == b].mean()), float(y[bins == b].mean()), int((bins == b).sum()))
+             for b in range(10) if (bins == b).any()]
+    order = np.argsort(-p, kind="stable")
+    gain = np.concatenate([[0.0], np.cumsum(y[order]) / max(y.sum(), 1)])
+    return {"roc": list(zip(fpr, tpr)), "roc_recency": list(zip(rfpr, rtpr)), "calibration": calib,
+            "gain": [(i / len(y), float(g)) for i, g in enumerate(gain)][:: max(len(y) // 200, 1)]}
