@@ -161,6 +161,26 @@ def test_metrics_count_what_happened(stream):
     assert s[("churn_scoring_batch_size_count",)] > 0
 
 
+def test_training_computes_the_same_features_as_the_running_worker(stream):
+    """No training/serving skew: snapshots built by worker.training for the same events
+    equal the features the live worker reports, for customers the watermark has passed."""
+    from worker.training import build_snapshots
+
+    worker, samples = stream["worker"], stream["samples"]
+    watermark = samples[("churn_event_time_watermark_seconds",)]
+    events = sorted((parse_event(json.dumps(e).encode()) for e in generate(300, 90, seed=11, start=START)),
+                    key=lambda e: e.occurred_at)
+    last_seen: dict[str, float] = {}
+    for e in events:
+        last_seen[e.customer_id] = e.occurred_at
+    done = sorted(c for c, t in last_seen.items() if t <= watermark)[:40]
+    assert len(done) >= 20
+    snaps = build_snapshots([e for e in events if e.customer_id in done], [watermark], 30 * DAY)
+    trained = sorted(map(tuple, snaps.X.tolist()))
+    served = sorted(tuple(json.loads(worker.get(f"/customers/{c}")[1])["features"].values()) for c in done)
+    assert served == trained
+
+
 def test_restart_recovers_state_from_the_changelog(stream, broker, tmp_path):
     before = stream["quiet_before"]
     assert before["known"] and before["orders"] == 10
