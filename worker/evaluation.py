@@ -56,17 +56,29 @@ def evaluate(X: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict:
             "baselines": {name: {k: round(v, 4) for k, v in m.items()} for name, m in baselines(X, y).items()}}
 
 
-def threshold_table(y: np.ndarray, p: np.ndarray, thresholds=None) -> list[dict]:
-    """How many customers each threshold would flag, and how many of them churned."""
+def threshold_table(y: np.ndarray, p: np.ndarray) -> list[dict]:
+    """How many customers each threshold would flag and how many of them churned: fixed
+    probability thresholds, and the thresholds that fit a contact budget (riskiest N%)."""
+    ordered = np.sort(p)[::-1]
+    rules = [(f"riskiest {share:.0%}", float(ordered[max(int(len(p) * share) - 1, 0)]))
+             for share in (0.05, 0.1, 0.2, 0.3, 0.5)]
+    rules += [(f"risk >= {t:.2f}", t) for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)]
     rows = []
-    for t in thresholds if thresholds is not None else np.round(np.arange(0.1, 1.0, 0.1), 2):
+    for rule, t in rules:
         flagged = p >= t
-        n = int(flagged.sum())
-        churned = int(y[flagged].sum())
-        rows.append({"threshold": float(t), "flagged": n, "flagged_share": round(n / len(y), 4),
+        n, churned = int(flagged.sum()), int(y[flagged].sum())
+        rows.append({"rule": rule, "threshold": round(t, 4), "flagged": n, "flagged_share": round(n / len(y), 4),
                      "churned": churned, "precision": round(churned / n, 4) if n else None,
                      "recall": round(churned / max(int(y.sum()), 1), 4)})
     return rows
+
+
+def _gain(y: np.ndarray, score: np.ndarray) -> list[tuple[float, float]]:
+    order = np.argsort(-score, kind="stable")
+    gain = np.concatenate([[0.0], np.cumsum(y[order]) / max(y.sum(), 1)])
+    step = max(len(y) // 200, 1)
+    points = [(i / len(y), float(gain[i])) for i in range(0, len(gain), step)]
+    return points + [(1.0, 1.0)]
 
 
 def curves(y: np.ndarray, p: np.ndarray, recency: np.ndarray) -> dict:
@@ -75,7 +87,5 @@ def curves(y: np.ndarray, p: np.ndarray, recency: np.ndarray) -> dict:
     bins = np.clip((p * 10).astype(int), 0, 9)
     calib = [(float(p[bins == b].mean()), float(y[bins == b].mean()), int((bins == b).sum()))
              for b in range(10) if (bins == b).any()]
-    order = np.argsort(-p, kind="stable")
-    gain = np.concatenate([[0.0], np.cumsum(y[order]) / max(y.sum(), 1)])
     return {"roc": list(zip(fpr, tpr)), "roc_recency": list(zip(rfpr, rtpr)), "calibration": calib,
-            "gain": [(i / len(y), float(g)) for i, g in enumerate(gain)][:: max(len(y) // 200, 1)]}
+            "gain": _gain(y, p), "gain_recency": _gain(y, recency)}

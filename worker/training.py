@@ -227,7 +227,12 @@ def evaluate_command(args) -> int:
         print("warning: the data end before cutoff + horizon; customers active after it count as churned")
     snaps = build_snapshots(events, [cutoff], horizon, churn_on)
     p = score_batch(artifact, snaps.X)
-    summary = {"model_version": artifact.version, "cutoff": format_time(cutoff),
+    trained_until = max((parse_date(c) for c in trained.get("cutoffs", [])), default=None)
+    in_sample = trained_until is not None and cutoff <= trained_until
+    if in_sample:
+        print(f"warning: cutoff {format_time(cutoff)} is not after the model's last training cutoff "
+              f"{format_time(trained_until)}: in-sample figures (train with --train-until)")
+    summary = {"model_version": artifact.version, "cutoff": format_time(cutoff), "in_sample": in_sample,
                "horizon_days": horizon / DAY, "churn_on": churn_on, **evaluate(snaps.X, snaps.y, p)}
     print(json.dumps({k: v for k, v in summary.items() if k != "baselines"}))
     print("baselines: " + json.dumps(summary["baselines"]))
@@ -236,7 +241,7 @@ def evaluate_command(args) -> int:
     if args.report:
         from worker.evaluation import RECENCY
         page = render(summary, curves(snaps.y, p, snaps.X[:, RECENCY]), threshold_table(snaps.y, p),
-                      f"Churn model {artifact.version} at {format_time(cutoff)[:10]}")
+                      f"Churn model {artifact.version} at {format_time(cutoff)[:10]}", artifact.card)
         args.report.write_text(page)
         print(f"wrote {args.report}")
     return 0
