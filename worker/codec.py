@@ -1,54 +1,110 @@
-"""Compact, versioned serialization of CustomerState for the changelog topic.
+"""Compact, versioned binary serialization of CustomerState for the changelog topic.
 
-A JSON array of the fields in declaration order, prefixed by a format version;
-empty containers and zero times cost a byte or two. Decoding a record written
-by an unknown format version fails loudly rather than guessing.
+Layout (little-endian), 100-200 bytes for a typical customer:
+    B     format version
+    H H   which of the 11 times/revenue are non-zero; which of those are whole numbers
+    ...   each non-zero one: I if whole (seconds since the epoch fit until 2106), else d
+          (so the round trip is exact)
+    2 I   logins, orders
+    b b H last_csat, last_nps, bad_support
+    12 s  the 90-day activity bitmap
+    B + n I            recent event-id keys
+    B + n (B+id, 3 d)  tickets: id, opened_at, resolved_at, status_at
+    B + n (B, d)       trigger memory: key code, time
+Decoding a record of an unknown format version fails loudly rather than guessing.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import fields
-from typing import Any
+import struct
 
-from worker.state import CustomerState, Ticket
+from worker.state import KEPT_DAYS, CustomerState, Ticket
 
-FORMAT = 1
-_FIELDS = [f.name for f in fields(CustomerState)]
-_FLOATS = [f.name for f in fields(CustomerState) if f.type == "float"]
-
-
-def _num(x: float) -> float | int:
-    return int(x) if float(x).is_integer() else x
+FORMAT = 2
+_TIMES = ("first_seen", "last_seen", "last_activity", "first_activity", "last_login", "first_purchase",
+          "last_purchase", "revenue", "last_csat_at", "last_nps_at", "last_bad_support_at")
+_FLAGS = struct.Struct("<BHH")
+_COUNTS = struct.Struct("<2IbbH")
+_WHOLE_MAX = 2**32 - 1
+_BITMAP_BYTES = (KEPT_DAYS + 7) // 8
+_TICKET = struct.Struct("<3d")
+_MEMORY = struct.Struct("<Bd")
+# trigger-memory keys (worker.triggers) by code; codes are part of the format: append only
+MEMORY_KEYS = ("checked_until", "follow_up", "follow_up_episode", "win_back", "win_back_episode",
+               "service_recovery", "service_recovery_episode")
+_CODE = {k: i for i, k in enumerate(MEMORY_KEYS)}
 
 
 def encode_state(state: CustomerState) -> bytes:
-    out: list[Any] = [FORMAT]
-    for name in _FIELDS:
-        value = getattr(state, name)
-        if name == "days":
-            value = [x for d, n in sorted(value.items()) for x in (d, n)]
-        elif name == "tickets":
-            value = {k: [_num(t.opened_at), _num(t.resolved_at), _num(t.status_at)] for k, t in value.items()}
-        elif name == "recent_ids":
-            value = list(value)
-        elif name == "fired":
-            value = {k: _num(v) for k, v in value.items()}
-        elif isinstance(value, float):
-            value = _num(value)
-        out.append(value)
-    return json.dumps(out, separators=(",", ":")).encode()
+    parts = [
+        _pack_times([getattr(state, n) for n in _TIMES]),
+        _COUNTS.pack(state.logins, state.orders, state.last_csat, state.last_nps, state.bad_support),
+        state.active_days.to_bytes(_BITMAP_BYTES, "little"),
+        struct.pack(f"<B{len(state.recent_ids)}I", len(state.recent_ids), *state.recent_ids),
+        bytes([len(state.tickets)]),
+    ]
+    for ticket_id, t in state.tickets.items():
+        raw = ticket_id.encode()
+        parts += [bytes([len(raw)]), raw, _TICKET.pack(t.opened_at, t.resolved_at, t.status_at)]
+    parts.append(bytes([len(state.fired)]))
+    parts += [_MEMORY.pack(_CODE[k], v) for k, v in state.fired.items()]
+    return b"".join(parts)
+
+
+def _pack_times(times: list[float]) -> bytes:
+    present = whole = 0
+    body = []
+    for i, t in enumerate(times):
+        if t:
+            present |= 1 << i
+            if t.is_integer() and 0 < t <= _WHOLE_MAX:
+                whole |= 1 << i
+                body.append(struct.pack("<I", int(t)))
+            else:
+                body.append(struct.pack("<d", t))
+    return _FLAGS.pack(FORMAT, present, whole) + b"".join(body)
+
+
+def _unpack_times(raw: bytes) -> tuple[list[float], int]:
+    _, present, whole = _FLAGS.unpack_from(raw)
+    pos, times = _FLAGS.size, []
+    for i in range(len(_TIMES)):
+        if not present >> i & 1:
+            times.append(0.0)
+        elif whole >> i & 1:
+            times.append(float(struct.unpack_from("<I", raw, pos)[0]))
+            pos += 4
+        else:
+            times.append(struct.unpack_from("<d", raw, pos)[0])
+            pos += 8
+    return times, pos
 
 
 def decode_state(raw: bytes) -> CustomerState:
-    data = json.loads(raw)
-    if not data or data[0] != FORMAT:
-        raise ValueError(f"customer state format {data[:1]} is not {FORMAT}")
-    values = dict(zip(_FIELDS, data[1:]))
-    flat = values["days"]
-    values["days"] = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
-    values["tickets"] = {k: Ticket(*map(float, v)) for k, v in values["tickets"].items()}
-    values["recent_ids"] = tuple(values["recent_ids"])
-    values["fired"] = {k: float(v) for k, v in values["fired"].items()}
-    for name in _FLOATS:
-        values[name] = float(values[name])
-    return CustomerState(**values)
+    if not raw or raw[0] != FORMAT:
+        raise ValueError(f"customer state format {raw[:1]!r} is not {FORMAT}")
+    times, pos = _unpack_times(raw)
+    values = dict(zip(_TIMES, times, strict=True))
+    counts = _COUNTS.unpack_from(raw, pos)
+    pos += _COUNTS.size
+    values.update(zip(("logins", "orders", "last_csat", "last_nps", "bad_support"), counts, strict=True))
+    values["active_days"] = int.from_bytes(raw[pos:pos + _BITMAP_BYTES], "little")
+    pos += _BITMAP_BYTES
+    n = raw[pos]
+    values["recent_ids"] = struct.unpack_from(f"<{n}I", raw, pos + 1)
+    pos += 1 + 4 * n
+    tickets: dict[str, Ticket] = {}
+    count, pos = raw[pos], pos + 1
+    for _ in range(count):
+        size = raw[pos]
+        ticket_id = raw[pos + 1:pos + 1 + size].decode()
+        tickets[ticket_id] = Ticket(*_TICKET.unpack_from(raw, pos + 1 + size))
+        pos += 1 + size + _TICKET.size
+    memory = {}
+    count, pos = raw[pos], pos + 1
+    for _ in range(count):
+        code, value = _MEMORY.unpack_from(raw, pos)
+        memory[MEMORY_KEYS[code]] = value
+        pos += _MEMORY.size
+    if pos != len(raw):
+        raise ValueError(f"customer state has {len(raw) - pos} trailing bytes")
+    return CustomerState(**values, tickets=tickets, fired=memory)

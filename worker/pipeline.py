@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,8 +18,16 @@ from worker.events import Event
 from worker.messages import build_trigger
 from worker.policy import Policy
 from worker.scoring import ModelArtifact, explain_batch, score_batch
-from worker.state import EMPTY, FEATURE_NAMES, CustomerState, apply_event, features, is_duplicate, is_late
-from worker.triggers import CHECKED, Fire, Holdout, Suppressed, decide, pending_deadline
+from worker.state import EMPTY, FEATURE_NAMES, CustomerState, apply_event, evolve, features, is_duplicate, is_late
+from worker.triggers import (
+    CHECKED,
+    Fire,
+    Holdout,
+    Suppressed,
+    decide_memory,
+    earliest_possible_deadline,
+    pending_deadline,
+)
 
 MAX_CATCH_UP = 8  # deadlines one event can close; there are at most 2 + open tickets
 
@@ -114,11 +122,13 @@ def _advance(item: Item, state: CustomerState, ctx: Context, points: list[_Point
 def _close_due(customer_id: str, state: CustomerState, until: float, ctx: Context,
                points: list[_Point]) -> CustomerState:
     """A decision point at every pending deadline up to `until`, each at its own time."""
+    if until < earliest_possible_deadline(ctx.policy, state):
+        return state  # the common case: an active customer, nothing can be due yet
     for _ in range(MAX_CATCH_UP):
         due = pending_deadline(ctx.policy, state)
         if due is None or due > until:
             break
-        state = replace(state, fired={**state.fired, CHECKED: due})
+        state = evolve(state, fired={**state.fired, CHECKED: due})
         points.append(_Point(customer_id, state, due, None, _quiet(due, ctx)))
     return state
 
@@ -132,9 +142,9 @@ def _decide_all(points: list[_Point], scores: np.ndarray, current: dict[str, Cus
     memory = {cid: s.fired for cid, s in current.items()}
     fired: list[tuple[int, Fire]] = []
     for i, point in enumerate(points):
-        state = replace(point.state, fired=memory[point.customer_id])
-        decisions, state = decide(ctx.policy, point.customer_id, state, float(scores[i]), point.now, point.cause)
-        memory[point.customer_id] = state.fired
+        decisions, memory[point.customer_id] = decide_memory(
+            ctx.policy, point.customer_id, point.state, memory[point.customer_id], float(scores[i]),
+            point.now, point.cause)
         for d in decisions:
             if isinstance(d, Suppressed):
                 result.suppressed[(d.type, d.reason)] += 1
@@ -145,7 +155,7 @@ def _decide_all(points: list[_Point], scores: np.ndarray, current: dict[str, Cus
             else:
                 fired.append((i, d))
     for cid, state in current.items():
-        current[cid] = replace(state, fired=memory[cid])
+        current[cid] = evolve(state, fired=memory[cid])
     _build(points, scores, fired, ctx, result)
 
 

@@ -11,14 +11,17 @@ the same state as in-order ones; a redelivered `event_id` changes nothing.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from worker.events import Event
 
 DAY = 86400.0
 WINDOW_DAYS = (7, 30, 90)
 KEPT_DAYS = max(WINDOW_DAYS)
-RECENT_IDS = 32  # redeliveries arrive within seconds; 32 ids per customer cover them
+# Redeliveries replay what was processed since the last offset commit (seconds): a
+# customer's last 8 event ids cover it, and keep the record small.
+RECENT_IDS = 8
+_WINDOW_MASK = (1 << KEPT_DAYS) - 1
 # CLV = average order value x purchases per year x expected relationship length.
 EXPECTED_LIFETIME_YEARS = 2.0
 MIN_TENURE_DAYS = 30.0  # frequency over a shorter tenure is noise
@@ -46,7 +49,8 @@ class CustomerState:
     logins: int = 0
     orders: int = 0
     revenue: float = 0.0
-    days: dict[int, int] = field(default_factory=dict)       # day number -> activity count, 90 days to last activity
+    # bit i set: a login or purchase on day (last_activity's day - i), for the last 90 days
+    active_days: int = 0
     tickets: dict[str, Ticket] = field(default_factory=dict)
     last_csat: int = 0
     last_csat_at: float = 0.0
@@ -91,8 +95,19 @@ def apply_event(state: CustomerState, event: Event) -> CustomerState:
         recent_ids=(state.recent_ids + (key,))[-RECENT_IDS:],
     )
     if event.type == "support":
-        return replace(state, **common, **_support(state, event))
-    return replace(state, **common, **_activity(state, event))
+        return evolve(state, **common, **_support(state, event))
+    return evolve(state, **common, **_activity(state, event))
+
+
+_FIELDS = tuple(f.name for f in fields(CustomerState))
+
+
+def evolve(state: CustomerState, **changes: object) -> CustomerState:
+    """dataclasses.replace without its per-call introspection (this runs per event)."""
+    new = object.__new__(CustomerState)
+    for name in _FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(state, name))
+    return new
 
 
 def _activity(state: CustomerState, event: Event) -> dict:
@@ -100,9 +115,9 @@ def _activity(state: CustomerState, event: Event) -> dict:
     changes: dict = dict(
         last_activity=max(state.last_activity, t),
         first_activity=min(state.first_activity, t) if state.first_activity else t,
-        # pruned relative to the newest *activity*: support events must not change which
-        # days are kept, or the result would depend on the order they arrive in
-        days=_bump_day(state.days, t, max(state.last_activity, t)),
+        # anchored at the newest *activity*: support events must not move the window,
+        # or the result would depend on the order they arrive in
+        active_days=_mark_day(state.active_days, state.last_activity, t),
     )
     if event.type == "login":
         changes.update(last_login=max(state.last_login, t), logins=state.logins + 1)
@@ -116,13 +131,14 @@ def _activity(state: CustomerState, event: Event) -> dict:
     return changes
 
 
-def _bump_day(days: dict[int, int], t: float, newest: float) -> dict[int, int]:
-    oldest_kept = int(newest // DAY) - KEPT_DAYS
-    kept = {d: n for d, n in days.items() if d > oldest_kept}
-    day = int(t // DAY)
-    if day > oldest_kept:
-        kept[day] = kept.get(day, 0) + 1
-    return kept
+def _mark_day(bits: int, last_activity: float, t: float) -> int:
+    """Set the bit of day t in a 90-day bitmap anchored at the newest activity's day."""
+    anchor, day = int(last_activity // DAY), int(t // DAY)
+    if not last_activity or day > anchor:
+        bits = (bits << (day - anchor)) if last_activity else 0
+        anchor = day
+    offset = anchor - day
+    return (bits | (1 << offset)) & _WINDOW_MASK if offset < KEPT_DAYS else bits
 
 
 def _support(state: CustomerState, event: Event) -> dict:
@@ -171,8 +187,11 @@ def open_tickets(state: CustomerState) -> list[tuple[str, Ticket]]:
 
 
 def activity_in(state: CustomerState, now: float, days: int) -> int:
-    first_day = int(now // DAY) - days
-    return sum(n for d, n in state.days.items() if d > first_day)
+    """Days with a login or purchase among the `days` days up to and including now's day."""
+    if not state.last_activity:
+        return 0
+    covered = int(state.last_activity // DAY) - int(now // DAY) + days  # bits 0..covered-1 are in the window
+    return (state.active_days & ((1 << max(0, min(covered, KEPT_DAYS))) - 1)).bit_count()
 
 
 def mean_purchase_gap_days(state: CustomerState) -> float:
@@ -243,9 +262,7 @@ def features(state: CustomerState, now: float) -> list[float]:
         _days_since(state.last_login, now),
         since_purchase,
         tenure,
-        float(activity_in(state, now, 7)),
-        float(activity_in(state, now, 30)),
-        float(activity_in(state, now, 90)),
+        *_windows(state, now),
         float(state.orders),
         state.revenue,
         state.revenue / state.orders if state.orders else 0.0,
@@ -261,3 +278,13 @@ def features(state: CustomerState, now: float) -> list[float]:
         1.0 if nps == "promoter" else 0.0,
         _days_since(state.last_bad_support_at, now),
     ]
+
+
+def _windows(state: CustomerState, now: float) -> tuple[float, float, float]:
+    """activity_in for 7, 30 and 90 days at once."""
+    if not state.last_activity:
+        return 0.0, 0.0, 0.0
+    shift = int(state.last_activity // DAY) - int(now // DAY)
+    bits = state.active_days
+    return tuple(float((bits & ((1 << max(0, min(shift + w, KEPT_DAYS))) - 1)).bit_count())
+                 for w in WINDOW_DAYS)  # type: ignore[return-value]

@@ -74,6 +74,18 @@ def deadlines(policy: Policy, state: CustomerState) -> list[float]:
     return out
 
 
+def earliest_possible_deadline(policy: Policy, state: CustomerState) -> float:
+    """A cheap lower bound of every deadline of this state (no rhythm computation)."""
+    bound = float("inf")
+    if state.last_activity:
+        bound = state.last_activity + policy.lapse.min_days * DAY * policy.lapse.follow_up_check_at
+    if state.tickets:
+        bound = min(bound, min(t.opened_at for t in state.tickets.values()) + policy.support.sla_hours * 3600.0)
+    if "win_back" in state.fired:
+        bound = min(bound, state.fired["win_back"] + policy.cooldown_s("win_back"))
+    return bound
+
+
 def next_deadline(policy: Policy, state: CustomerState, after: float) -> float | None:
     """The earliest deadline strictly after `after`, or None when silence needs no check."""
     return min((d for d in deadlines(policy, state) if d > after), default=None)
@@ -97,7 +109,14 @@ def decide(policy: Policy, customer_id: str, state: CustomerState, score: float,
            cause: Event | None = None) -> tuple[list[Decision], CustomerState]:
     """Decide the triggers for one scored state at `now`; `cause` is the event that
     brought us here (None for a silence deadline)."""
-    memory = dict(state.fired)
+    decisions, memory = decide_memory(policy, customer_id, state, state.fired, score, now, cause)
+    return decisions, replace(state, fired=memory)
+
+
+def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory: dict[str, float],
+                  score: float, now: float, cause: Event | None = None) -> tuple[list[Decision], dict]:
+    """`decide` on an explicit trigger memory (the batch path carries it beside the state)."""
+    memory = dict(memory)
     if cause is None:
         memory[CHECKED] = max(memory.get(CHECKED, 0.0), now)
     candidates = [c for c in (_service_recovery(policy, state, now, cause),
@@ -113,7 +132,7 @@ def decide(policy: Policy, customer_id: str, state: CustomerState, score: float,
         tid = trigger_id(kind, customer_id, episode)
         make = Holdout if in_holdout(policy, customer_id) else Fire
         decisions.append(make(kind, tid, rule, threshold))
-    return decisions, replace(state, fired=memory)
+    return decisions, memory
 
 
 def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: float):

@@ -169,10 +169,11 @@ def _full_stream():
              login(at(52, 8), "e"), support(at(53, 9), "resolved", "t-e", "e", nps=3)]
     events = sorted(customer_a() + customer_b() + customer_c() + extra, key=lambda e: e.occurred_at)
     items = [Item(e.customer_id, e) for e in events]
-    items.insert(40, items[12])                                  # a redelivery
+    items.insert(18, items[12])                                  # a redelivery
     items.insert(90, Item("b", login(at(1), "b", event_id="x")))  # late
+    last_of_e = [i for i in items if i.customer_id == "e"][-1]
     items += [Item("b", None, at(60)), Item("b", None, at(90)), Item("e", None, at(58)),
-              Item("e", None, at(70)), items[-3]]
+              Item("e", None, at(70)), last_of_e]  # a late redelivery, within the id window
     return items
 
 
