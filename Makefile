@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit demo model broker lint typecheck clean
+.PHONY: help install test test-unit demo model bench broker lint typecheck clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ demo: install  ## broker + worker + sample stream; prints triggers and stops by 
 
 model: install  ## rebuild models/churn-v1 reproducibly from the synthetic generator
 	$(BIN)/churn-worker train --synthetic --horizon 30d --churn-on activity --out models/churn-v1
+
+bench: install  ## measure throughput, latency, memory and tick cost beside the ceilings (writes bench.json)
+	$(BIN)/churn-worker bench --json bench.json
 
 broker: install  ## start the embedded Kafka-protocol broker on a free port
 	$(BIN)/churn-worker broker

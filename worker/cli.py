@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", type=Path, default=None, help="self-contained HTML with curves and thresholds")
     ev.set_defaults(func=cmd_evaluate)
 
+    bench = sub.add_parser("bench", help="measure the worker beside its ceilings (about 5 minutes)")
+    bench.add_argument("--json", type=Path, default=None)
+    bench.add_argument("--bootstrap", default=None, help="a Kafka cluster (default: the embedded broker)")
+    bench.add_argument("--events", type=int, default=200_000)
+    bench.add_argument("--customers", type=int, default=100_000)
+    bench.add_argument("--quick", action="store_true", help="a smoke run with small sizes (seconds, not minutes)")
+    bench.set_defaults(func=cmd_bench)
+
     pol = sub.add_parser("policy", help="validate a policy file and print it")
     pol.add_argument("file", type=Path)
     pol.set_defaults(func=cmd_policy)
@@ -194,6 +202,12 @@ def _user_errors(command, args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"churn-worker {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from worker.bench import run_bench
+
+    return run_bench(args)
 
 
 def cmd_policy(args: argparse.Namespace) -> int:

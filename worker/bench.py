@@ -1,0 +1,407 @@
+"""`churn-worker bench`: the worker beside the ceilings it runs under, in one run, on one broker.
+
+    raw_eps         aiokafka getmany + json.loads over the benchmark topic
+    faust_bare_eps  a bare faust agent iterating the same topic (worker.bench_faust)
+    naive_eps       the worker processing one event at a time (CHURN_BATCH_SIZE=1)
+    worker_eps      the worker as shipped, at steady state (20%..90% of the stream)
+    latency         event append -> trigger append, p50/p95/p99, at a fixed offered load
+    memory, state size, timer tick cost at 1,000,000 customers, training time for 1,000,000 events
+
+Every figure is measured here and now; nothing is asserted. The worker runs as its own
+process exactly as `churn-worker run` would, pointed at the benchmark topics.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.embedded import EmbeddedBroker, free_port
+from worker.events import format_time
+from worker.kafka_io import create_topics, produce
+
+T0 = 1767571200.0  # 2026-01-05, the benchmark stream's first day
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    events: int = 200_000
+    customers: int = 100_000
+    naive_window_s: float = 20.0
+    latency_eps: float = 2000.0
+    latency_s: float = 15.0
+    memory_customers: int = 1_000_000
+    train_events: int = 1_000_000
+
+
+QUICK = Sizes(events=4000, customers=2000, naive_window_s=3.0, latency_eps=200.0, latency_s=3.0,
+              memory_customers=20_000, train_events=20_000)
+
+
+def bench_stream(n_events: int, n_customers: int, seed: int = 1, span_days: float = 60.0) -> list[bytes]:
+    """Valid events, time-ordered, spread over customers: 80% logins, 15% purchases, 5% support."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n_events):
+        t = T0 + span_days * 86400 * i / n_events
+        cid = f"b-{rng.randrange(n_customers):07d}"
+        roll = rng.random()
+        event = {"schema_version": 1, "event_id": f"be-{seed}-{i}", "customer_id": cid, "occurred_at": format_time(t)}
+        if roll < 0.80:
+            event.update(type="login", channel="app")
+        elif roll < 0.95:
+            event.update(type="purchase", order_id=f"bo-{i}", amount=f"{rng.uniform(5, 120):.2f}", currency="EUR")
+        else:
+            event.update(type="support", ticket_id=f"bt-{cid}", action=rng.choice(["opened", "resolved"]))
+        out.append(json.dumps(event, separators=(",", ":")).encode())
+    return out
+
+
+# ---- ceilings ------------------------------------------------------------------------------
+async def raw_consume(bootstrap: str, topic: str, total: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=10_000)
+    await consumer.start()
+    try:
+        seen, first = 0, 0.0
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batch.values():
+                if not first:
+                    first = time.perf_counter()
+                for record in records:
+                    json.loads(record.value)
+                seen += len(records)
+        return (seen - 1) / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+def faust_bare(bootstrap: str, topic: str, total: int) -> float:
+    done = subprocess.run([sys.executable, "-m", "worker.bench_faust", bootstrap, topic, str(total), str(free_port())],
+                          capture_output=True, text=True, timeout=600)
+    for line in (done.stdout + done.stderr).splitlines():  # faust's worker may log our stdout
+        if '"eps"' in line:
+            return float(json.loads(line[line.index("{"):])["eps"])
+    raise RuntimeError(f"bare faust agent failed: {done.stderr[-2000:]}")
+
+
+# ---- the worker --------------------------------------------------------------------------------
+class WorkerRun:
+    """`python -m worker run` on the benchmark topics, watched through /metrics."""
+
+    def __init__(self, bootstrap: str, topic: str, workdir: Path, **env: str) -> None:
+        tag = f"bench-{uuid.uuid4().hex[:6]}"
+        self.port = free_port()
+        self.env = {**os.environ, "CHURN_KAFKA_BOOTSTRAP": bootstrap, "CHURN_APP_ID": tag,
+                    "CHURN_INPUT_TOPICS": topic, "CHURN_WEB_PORT": str(self.port),
+                    "CHURN_DATA_DIR": str(workdir / tag), "CHURN_SESSION_TIMEOUT_S": "6",
+                    "CHURN_REBALANCE_TIMEOUT_S": "6", "CHURN_LOG_LEVEL": "warning",
+                    "CHURN_DEAD_LETTER_TOPIC": f"{tag}-dlq", "CHURN_FOLLOW_UP_TOPIC": f"{tag}-follow-up",
+                    "CHURN_WIN_BACK_TOPIC": f"{tag}-win-back",
+                    "CHURN_SERVICE_RECOVERY_TOPIC": f"{tag}-service-recovery", **env}
+        self.topics = {k: self.env[v] for k, v in (("service_recovery", "CHURN_SERVICE_RECOVERY_TOPIC"),)}
+        self.log = open(workdir / f"{tag}.log", "wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self.env, cwd=ROOT,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+
+    def consumed(self) -> float:
+        from worker.demo import consumed, scrape
+        return consumed(scrape(self.port))
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        from worker.demo import wait_ready
+        wait_ready(self.port, self.process, timeout)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def steady_eps(run: WorkerRun, total: int, lo: float = 0.2, hi: float = 0.9, timeout: float = 600.0) -> float:
+    """Events/s between lo and hi of the stream: after warm-up, before the tail."""
+    marks: dict[float, float] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = run.consumed()
+        now = time.perf_counter()
+        for share in (lo, hi):
+            if share not in marks and done >= share * total:
+                marks[share] = (now, done)
+        if hi in marks:
+            (t0, n0), (t1, n1) = marks[lo], marks[hi]
+            return (n1 - n0) / (t1 - t0)
+        time.sleep(0.1)
+    raise RuntimeError(f"the worker consumed {run.consumed():.0f} of {total} within {timeout:.0f} s")
+
+
+def window_eps(run: WorkerRun, seconds: float) -> float:
+    """Events/s over a fixed window once the worker has started consuming (for slow runs)."""
+    while run.consumed() < 1:
+        time.sleep(0.1)
+    n0, t0 = run.consumed(), time.perf_counter()
+    time.sleep(seconds)
+    return (run.consumed() - n0) / (time.perf_counter() - t0)
+
+
+# ---- latency at a fixed offered load -----------------------------------------------------------
+async def offered_load(bootstrap: str, topic: str, eps: float, seconds: float) -> dict[str, float]:
+    """Send `eps` events/s for `seconds` (wall-clock times); every 10th is a 1/5 CSAT of a
+    fresh customer, which fires service_recovery at once. Returns customer -> append time."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    await producer.start()
+    appended: dict[str, float] = {}
+    pending = []
+    started = time.perf_counter()
+    try:
+        for i in range(int(eps * seconds)):
+            cid = f"lat-{i:07d}"
+            event = {"schema_version": 1, "event_id": f"lat-{i}", "customer_id": cid,
+                     "occurred_at": format_time(time.time())}
+            if i % 10 == 0:
+                event.update(type="support", ticket_id=f"lt-{i}", action="resolved", csat=1)
+            else:
+                event.update(type="login")
+            fut = await producer.send(topic, json.dumps(event).encode(), key=cid.encode())
+            if i % 10 == 0:
+                pending.append((cid, fut))
+            ahead = (i + 1) / eps - (time.perf_counter() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        for cid, fut in pending:
+            appended[cid] = (await fut).timestamp / 1000.0
+    finally:
+        await producer.stop()
+    return appended
+
+
+async def trigger_times(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> dict[str, float]:
+    from worker.kafka_io import read_topic
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = await read_topic(bootstrap, topic, idle_s=0.5)
+        if len(records) >= expect or time.monotonic() > deadline:
+            return {record.key.decode(): record.timestamp / 1000.0 for record in records}
+        await asyncio.sleep(1)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(int(q * len(ordered)), len(ordered) - 1)]  # noqa: E731
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "n": len(ordered)}
+
+
+# ---- in-process probes (each in a fresh interpreter, so RSS deltas are honest) -----------------
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_probe(customers: int) -> dict:
+    """What the worker holds per customer: the table entry (key and encoded state bytes, as
+    the memory store keeps them) and the deadline index entry."""
+    from worker.codec import encode_state
+    from worker.deadlines import DeadlineIndex
+    from worker.events import parse_event
+    from worker.state import EMPTY, apply_event
+
+    def typical(i: int):
+        state = EMPTY
+        for k, kind in enumerate(("login", "purchase", "login", "login", "support")):
+            extra = {"purchase": {"order_id": f"o{i}", "amount": "30.00", "currency": "EUR"},
+                     "support": {"ticket_id": f"t{i}", "action": "opened"}}.get(kind, {})
+            event = {"schema_version": 1, "event_id": f"m-{i}-{k}", "type": kind, "customer_id": f"c{i}",
+                     "occurred_at": format_time(T0 + i % 5000 + k * 86400), **extra}
+            state = apply_event(state, parse_event(json.dumps(event).encode()))
+        return state
+
+    sample = typical(1)
+    table: dict[bytes, bytes] = {}
+    index = DeadlineIndex()
+    before = _rss_bytes()
+    for i in range(customers):
+        key = f"b-{i:07d}".encode()
+        table[key] = encode_state(typical(i) if i < 1000 else sample)  # a new bytes object each
+        index.set(key, T0 + 86400 * 30 + i)
+    after = _rss_bytes()
+    return {"customers": customers, "resident_bytes_per_customer": (after - before) / customers,
+            "state_bytes": len(encode_state(sample))}
+
+
+def tick_probe(customers: int, due: int = 1000, repeats: int = 200) -> dict:
+    """Cost of one inactivity-timer tick: the deadline index at `customers` entries."""
+    from worker.deadlines import DeadlineIndex
+
+    index = DeadlineIndex()
+    for i in range(customers):
+        index.set(f"b-{i:07d}".encode(), T0 + 86400 * 30 + i)
+    now = T0 + 86400
+    none_due = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        index.pop_due(now, limit=10_000)
+        none_due.append(time.perf_counter() - started)
+    with_due = []
+    for r in range(20):
+        for i in range(due):
+            index.set(f"b-{(r * due + i) % customers:07d}".encode(), now - 1 - i)
+        started = time.perf_counter()
+        popped = index.pop_due(now, limit=10_000)
+        with_due.append(time.perf_counter() - started)
+        assert len(popped) == due
+    return {"customers": customers, "tick_none_due_s": sorted(none_due)[len(none_due) // 2],
+            "tick_1000_due_s": sorted(with_due)[len(with_due) // 2], "due": due}
+
+
+def training_probe(n_events: int) -> dict:
+    """Training time on n_events synthetic events, from parsed events to a written artifact."""
+    from worker.events import parse_event
+    from worker.generate import generate
+    from worker.training import build_snapshots, default_cutoffs, train_out_of_time, write_artifact
+
+    customers = max(n_events // 48, 50)  # the generator yields about 48 events per customer over 180 days
+    raw = [json.dumps(e).encode() for e in generate(customers, 180, seed=3)][:n_events]
+    started = time.perf_counter()
+    events = [parse_event(r) for r in raw]
+    parsed = time.perf_counter()
+    horizon = 30 * 86400.0
+    snaps = build_snapshots(events, default_cutoffs(events[0].occurred_at, events[-1].occurred_at, horizon),
+                            horizon, "activity")
+    model, metrics = train_out_of_time(snaps)
+    with tempfile.TemporaryDirectory() as out:
+        write_artifact(Path(out), model, version="bench", snaps=snaps, horizon_s=horizon, churn_on="activity",
+                       metrics=metrics, source="bench")
+    done = time.perf_counter()
+    return {"train_events": len(events), "train_seconds": done - started, "train_parse_seconds": parsed - started}
+
+
+def _probe(name: str, *args: int) -> dict:
+    code = f"import json, worker.bench as b; print(json.dumps(b.{name}(*{args!r})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"{name} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---- the run ----------------------------------------------------------------------------------
+def run_bench(args) -> int:
+    sizes = QUICK if args.quick else Sizes(events=args.events, customers=args.customers)
+    workdir = Path(tempfile.mkdtemp(prefix="churn-bench-"))
+    broker = None if args.bootstrap else EmbeddedBroker(log_path=workdir / "broker.log").start()
+    bootstrap = args.bootstrap or broker.bootstrap
+    results: dict = {"machine": machine(), "sizes": sizes.__dict__, "bootstrap": "embedded" if broker else bootstrap}
+    try:
+        results.update(broker_figures(bootstrap, sizes, workdir))
+        results.update(_probe("memory_probe", sizes.memory_customers))
+        results.update(_probe("tick_probe", sizes.memory_customers))
+        results.update(_probe("training_probe", sizes.train_events))
+    finally:
+        if broker:
+            broker.stop()
+    results["ratios"] = {
+        "worker_over_raw": results["worker_eps"] / results["raw_eps"],
+        "worker_over_faust_bare": results["worker_eps"] / results["faust_bare_eps"],
+        "worker_over_naive": results["worker_eps"] / results["naive_eps"],
+    }
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    topic, live = f"bench-{tag}-events", f"bench-{tag}-live"
+    stream = bench_stream(sizes.events, sizes.customers)
+    asyncio.run(create_topics(bootstrap, [topic, live], 4))
+    asyncio.run(produce(bootstrap, topic, stream))
+    out = {"events": len(stream), "customers": sizes.customers}
+    print(f"stream: {len(stream)} events over {sizes.customers} customers on {topic}", flush=True)
+    out["raw_eps"] = asyncio.run(raw_consume(bootstrap, topic, len(stream)))
+    print(f"raw_eps {out['raw_eps']:.0f}", flush=True)
+    out["faust_bare_eps"] = faust_bare(bootstrap, topic, len(stream))
+    print(f"faust_bare_eps {out['faust_bare_eps']:.0f}", flush=True)
+    naive = WorkerRun(bootstrap, topic, workdir, CHURN_BATCH_SIZE="1", CHURN_CLOCK="event")
+    try:
+        naive.wait_ready()
+        out["naive_eps"] = window_eps(naive, sizes.naive_window_s)
+    finally:
+        naive.stop()
+    print(f"naive_eps {out['naive_eps']:.0f}", flush=True)
+    shipped = WorkerRun(bootstrap, topic, workdir, CHURN_CLOCK="event")
+    try:
+        shipped.wait_ready()
+        out["worker_eps"] = steady_eps(shipped, len(stream))
+    finally:
+        shipped.stop()
+    print(f"worker_eps {out['worker_eps']:.0f}", flush=True)
+    out.update(latency(bootstrap, live, sizes, workdir))
+    return out
+
+
+def latency(bootstrap: str, topic: str, sizes: Sizes, workdir: Path) -> dict:
+    run = WorkerRun(bootstrap, topic, workdir, CHURN_CLOCK="wall")
+    try:
+        run.wait_ready()
+        appended = asyncio.run(offered_load(bootstrap, topic, sizes.latency_eps, sizes.latency_s))
+        fired = asyncio.run(trigger_times(bootstrap, run.topics["service_recovery"], len(appended)))
+    finally:
+        run.stop()
+    delays = [fired[c] - t for c, t in appended.items() if c in fired]
+    if len(delays) < len(appended):
+        raise RuntimeError(f"only {len(delays)} of {len(appended)} triggers arrived")
+    p = percentiles(delays)
+    return {"latency_offered_eps": sizes.latency_eps, "latency_p50_s": p["p50"], "latency_p95_s": p["p95"],
+            "latency_p99_s": p["p99"], "latency_samples": p["n"]}
+
+
+def machine() -> str:
+    import platform
+    cpus = os.cpu_count()
+    model = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpus} cores {model}, Python {platform.python_version()}, {platform.system()}"
+
+
+def table(r: dict) -> str:
+    rows = [
+        ("raw aiokafka getmany + json.loads", f"{r['raw_eps']:,.0f} events/s"),
+        ("bare faust agent (iterate + parse)", f"{r['faust_bare_eps']:,.0f} events/s"),
+        ("worker, one event at a time", f"{r['naive_eps']:,.0f} events/s"),
+        ("worker as shipped (steady state)", f"{r['worker_eps']:,.0f} events/s"),
+        ("worker / raw, / faust bare, / naive",
+         "{worker_over_raw:.3f}  {worker_over_faust_bare:.2f}  {worker_over_naive:.1f}".format(**r["ratios"])),
+        (f"event -> trigger latency at {r['latency_offered_eps']:,.0f} events/s",
+         f"p50 {r['latency_p50_s'] * 1000:.0f} ms, p95 {r['latency_p95_s'] * 1000:.0f} ms, "
+         f"p99 {r['latency_p99_s'] * 1000:.0f} ms ({r['latency_samples']} triggers)"),
+        ("resident memory per tracked customer",
+         f"{r['resident_bytes_per_customer']:.0f} bytes ({r['sizes']['memory_customers']:,} customers)"),
+        ("serialized state of one typical customer", f"{r['state_bytes']} bytes"),
+        (f"timer tick at {r['sizes']['memory_customers']:,} customers",
+         f"none due {r['tick_none_due_s'] * 1e6:.1f} us, {r['due']} due {r['tick_1000_due_s'] * 1e3:.2f} ms"),
+        (f"training on {r['train_events']:,} events", f"{r['train_seconds']:.1f} s "
+         f"(of which parsing {r['train_parse_seconds']:.1f} s)"),
+    ]
+    width = max(len(a) for a, _ in rows)
+    return "\n".join([f"churn-worker bench on {r['machine']}", *(f"  {a:<{width}}  {b}" for a, b in rows)])
