@@ -1,8 +1,6 @@
 """State serialization for the changelog, and the per-customer deadline index."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from worker.codec import FORMAT, decode_state, encode_state
