@@ -24,6 +24,17 @@ T0 = 1767571200.0
 DAY = 86400.0
 
 
+class FakeChangelog:
+    """Records the changelog batches the app writes; acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict] = []
+
+    async def __call__(self, partitioned):
+        self.batches.append(partitioned)
+        return []
+
+
 class FakeSink:
     """Collects what the app sends; every send is acknowledged at once."""
 
@@ -46,7 +57,7 @@ def churn(tmp_path):
                              batch_size=50, batch_within_s=0.05, model_dir=ROOT / "models" / "churn-v1")
     sink = FakeSink()
     app = ChurnApp(settings, load_artifact(settings.model_dir), load_policy(settings.policy_path),
-                   Metrics(), broker="kafka://127.0.0.1:1", sink=sink)
+                   Metrics(), broker="kafka://127.0.0.1:1", sink=sink, changelog=FakeChangelog())
     app.app.finalize()
     app.app.conf.store = "memory://"
     app.app.flow_control.resume()
@@ -88,6 +99,8 @@ def test_events_fold_into_the_table_and_a_bad_rating_fires_service_recovery(chur
     run(scenario())
     state = decode_state(app.table[b"c1"])
     assert (state.logins, state.orders, state.revenue, state.last_csat) == (1, 1, 30.0, 1)
+    written = [(p, k, v) for batch in app.write_changelog.batches for p, recs in batch.items() for k, v in recs]
+    assert written[-1] == (partition_of(b"c1", 4), b"c1", app.table[b"c1"])  # the changelog has the state
     recovery = [json.loads(v) for _, _, v, _ in sink.on(app.settings.service_recovery_topic)]
     assert [(t["customer_id"], t["rule"]) for t in recovery] == [("c1", "bad_rating")]
     registry = app.metrics.registry
