@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     data_dir: Path = Path("churn-data")
-    batch_size: int = Field(500, ge=1, le=100_000)
+    batch_size: int = Field(2000, ge=1, le=100_000)
     batch_within_s: float = Field(0.1, gt=0, le=60)
     max_event_bytes: int = Field(65_536, ge=256)
     timer_interval_s: float = Field(1.0, gt=0, le=3600)
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     emit_max_age_s: float = Field(
         2 * 86400, ge=0, description="wall clock: events older than this update state but fire nothing")
     offset_reset: Literal["earliest", "latest"] = "earliest"
-    max_poll_records: int = Field(1000, ge=1)
+    max_poll_records: int = Field(2000, ge=1)
     session_timeout_s: float = Field(60.0, ge=1, description="consumer group session timeout")
     rebalance_timeout_s: float = Field(60.0, ge=1, description="how long a rebalance may take")
     log_level: str = "info"
