@@ -63,7 +63,7 @@ def test_defaults(clean_env):
     settings = load_settings()
     assert isinstance(settings, Settings)
     assert settings.input_topics == ("customer-events",)
-    assert settings.batch_size == 500 and settings.clock == "wall"
+    assert settings.batch_size == 2000 and settings.clock == "wall"
     assert settings.policy_path == DEFAULT_POLICY and settings.model_dir == Path("models/churn-v1")
     assert settings.trigger_topics == {"follow_up": "churn-trigger-follow-up",
                                        "win_back": "churn-trigger-win-back",
