@@ -292,6 +292,29 @@ def training_probe(n_events: int) -> dict:
     return {"train_events": len(events), "train_seconds": done - started, "train_parse_seconds": parsed - started}
 
 
+def core_probe(n_events: int, n_customers: int, batch: int = 2000) -> dict:
+    """The pure core alone (parse, fold, features, one predict_proba per batch, decisions,
+    state encode/decode) over the benchmark stream: the ceiling of the worker's own code."""
+    from worker.codec import decode_state, encode_state
+    from worker.config import DEFAULT_POLICY
+    from worker.events import parse_event
+    from worker.pipeline import Context, Item, process
+    from worker.policy import load_policy
+    from worker.scoring import load_artifact
+
+    stream = bench_stream(n_events, n_customers)
+    ctx = Context(load_artifact(ROOT / "models" / "churn-v1"), load_policy(DEFAULT_POLICY), 3 * 86400.0,
+                  emitted_at=time.time(), event_clock=True)
+    table: dict[str, bytes] = {}
+    started = time.perf_counter()
+    for i in range(0, len(stream), batch):
+        items = [Item(e.customer_id, e) for e in map(parse_event, stream[i:i + batch])]
+        states = {c: decode_state(table[c]) for c in {it.customer_id for it in items} if c in table}
+        for cid, state in process(items, states, ctx).states.items():
+            table[cid] = encode_state(state)
+    return {"core_eps": len(stream) / (time.perf_counter() - started)}
+
+
 def _probe(name: str, *args: int) -> dict:
     code = f"import json, worker.bench as b; print(json.dumps(b.{name}(*{args!r})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -309,6 +332,7 @@ def run_bench(args) -> int:
     results: dict = {"machine": machine(), "sizes": sizes.__dict__, "bootstrap": "embedded" if broker else bootstrap}
     try:
         results.update(broker_figures(bootstrap, sizes, workdir))
+        results.update(_probe("core_probe", sizes.events, sizes.customers))
         results.update(_probe("memory_probe", sizes.memory_customers))
         results.update(_probe("tick_probe", sizes.memory_customers))
         results.update(_probe("training_probe", sizes.train_events))
@@ -390,6 +414,7 @@ def table(r: dict) -> str:
         ("bare faust agent (iterate + parse)", f"{r['faust_bare_eps']:,.0f} events/s"),
         ("worker, one event at a time", f"{r['naive_eps']:,.0f} events/s"),
         ("worker as shipped (steady state)", f"{r['worker_eps']:,.0f} events/s"),
+        ("the pure core alone, no faust or broker", f"{r['core_eps']:,.0f} events/s"),
         ("worker / raw, / faust bare, / naive",
          "{worker_over_raw:.3f}  {worker_over_faust_bare:.2f}  {worker_over_naive:.1f}".format(**r["ratios"])),
         (f"event -> trigger latency at {r['latency_offered_eps']:,.0f} events/s",

@@ -155,7 +155,8 @@ def _decide_all(points: list[_Point], scores: np.ndarray, current: dict[str, Cus
             else:
                 fired.append((i, d))
     for cid, state in current.items():
-        current[cid] = evolve(state, fired=memory[cid])
+        if memory[cid] is not state.fired:
+            current[cid] = evolve(state, fired=memory[cid])
     _build(points, scores, fired, ctx, result)
 
 

@@ -116,12 +116,13 @@ def decide(policy: Policy, customer_id: str, state: CustomerState, score: float,
 def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory: dict[str, float],
                   score: float, now: float, cause: Event | None = None) -> tuple[list[Decision], dict]:
     """`decide` on an explicit trigger memory (the batch path carries it beside the state)."""
-    memory = dict(memory)
-    if cause is None:
-        memory[CHECKED] = max(memory.get(CHECKED, 0.0), now)
+    if cause is None and memory.get(CHECKED, 0.0) < now:
+        memory = {**memory, CHECKED: now}
     candidates = [c for c in (_service_recovery(policy, state, now, cause),
                               _activity_trigger(policy, state, score, now)) if c]
     decisions: list[Decision] = []
+    if candidates:
+        memory = dict(memory)  # copied only when it may change: the caller's dict is never modified
     for kind, rule, episode, key, threshold in candidates:
         if memory.get(f"{kind}_episode", 0.0) >= key:
             continue  # this episode has had its trigger; re-armed only by a newer one
