@@ -202,6 +202,41 @@ async def trigger_times(bootstrap: str, topic: str, expect: int, timeout: float 
         await asyncio.sleep(1)
 
 
+async def fetch_wait_probe(bootstrap: str, topic: str, wait_ms: int, messages: int = 200) -> float:
+    """Median append-to-consume delay of a bare aiokafka consumer with fetch_max_wait_ms=wait_ms.
+    faust fixes 1500 ms; Kafka answers a fetch as soon as data arrives, a broker that holds
+    the fetch for the full wait adds that much to every event's latency."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-fetch-{wait_ms}-{topic}",
+                                auto_offset_reset="latest", fetch_max_wait_ms=wait_ms)
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    await producer.start()
+    delays: list[float] = []
+    try:
+        while not consumer.assignment():
+            await asyncio.sleep(0.1)
+        await consumer.seek_to_end()
+
+        async def consume() -> None:
+            while len(delays) < messages:
+                batch = await consumer.getmany(timeout_ms=2000)
+                now = time.time()
+                delays.extend(now - r.timestamp / 1000.0 for recs in batch.values() for r in recs)
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.5)
+        for i in range(messages):
+            await producer.send(topic, b"x", key=str(i).encode())
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(task, 60)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return sorted(delays)[len(delays) // 2]
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     pick = lambda q: ordered[min(int(q * len(ordered)), len(ordered) - 1)]  # noqa: E731
@@ -378,6 +413,10 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
         shipped.stop()
     print(f"worker_eps {out['worker_eps']:.0f}", flush=True)
     out.update(latency(bootstrap, live, sizes, workdir))
+    probe = f"bench-{tag}-fetch"
+    asyncio.run(create_topics(bootstrap, [probe], 4))
+    for wait_ms in (1500, 50):
+        out[f"broker_fetch_p50_s_wait_{wait_ms}ms"] = asyncio.run(fetch_wait_probe(bootstrap, probe, wait_ms))
     return out
 
 
@@ -420,6 +459,8 @@ def table(r: dict) -> str:
         (f"event -> trigger latency at {r['latency_offered_eps']:,.0f} events/s",
          f"p50 {r['latency_p50_s'] * 1000:.0f} ms, p95 {r['latency_p95_s'] * 1000:.0f} ms, "
          f"p99 {r['latency_p99_s'] * 1000:.0f} ms ({r['latency_samples']} triggers)"),
+        ("bare consumer delay, fetch wait 1500 ms / 50 ms",
+         f"p50 {r['broker_fetch_p50_s_wait_1500ms'] * 1000:.0f} ms / {r['broker_fetch_p50_s_wait_50ms'] * 1000:.0f} ms"),
         ("resident memory per tracked customer",
          f"{r['resident_bytes_per_customer']:.0f} bytes ({r['sizes']['memory_customers']:,} customers)"),
         ("serialized state of one typical customer", f"{r['state_bytes']} bytes"),
