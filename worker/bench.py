@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.embedded import EmbeddedBroker, free_port
+from worker.embedded import EmbeddedBroker, free_port, stop_process
 from worker.events import format_time
 from worker.kafka_io import create_topics, produce
 
@@ -125,11 +125,7 @@ class WorkerRun:
         wait_ready(self.port, self.process, timeout)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process, 20)
 
 
 def steady_eps(run: WorkerRun, total: int, lo: float = 0.2, hi: float = 0.9, timeout: float = 600.0) -> float:

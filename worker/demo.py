@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
 from worker.config import load_settings
-from worker.embedded import EmbeddedBroker, free_port
+from worker.embedded import EmbeddedBroker, free_port, stop_process
 from worker.errors import ChurnWorkerError
 from worker.generate import corrupt, generate
 from worker.kafka_io import create_topics, produce, read_topic
@@ -126,12 +126,7 @@ def run_demo(args) -> int:
             print("--keep-running: broker and worker stay up; Ctrl-C to stop")
             worker.wait()
     finally:
-        if worker and worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_process(worker, 20)
         if broker:
             broker.stop()
     return 0

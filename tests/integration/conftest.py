@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from worker.demo import scrape
-from worker.embedded import EmbeddedBroker, free_port
+from worker.embedded import EmbeddedBroker, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,13 +80,7 @@ class WorkerProcess:
         raise AssertionError(f"consumed {last} of {total} within {timeout} s")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 30)
 
 
 def topic_env(prefix: str) -> dict[str, str]:
