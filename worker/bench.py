@@ -24,9 +24,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.embedded import EmbeddedBroker, free_port, stop_process
+from worker.embedded import EmbeddedBroker, free_port
 from worker.events import format_time
 from worker.kafka_io import create_topics, produce
+from worker.process import WorkerProcess
 
 T0 = 1767571200.0  # 2026-01-05, the benchmark stream's first day
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,37 +99,18 @@ def faust_bare(bootstrap: str, topic: str, total: int) -> float:
 
 
 # ---- the worker --------------------------------------------------------------------------------
-class WorkerRun:
-    """`python -m worker run` on the benchmark topics, watched through /metrics."""
-
-    def __init__(self, bootstrap: str, topic: str, workdir: Path, **env: str) -> None:
-        tag = f"bench-{uuid.uuid4().hex[:6]}"
-        self.port = free_port()
-        self.env = {**os.environ, "CHURN_KAFKA_BOOTSTRAP": bootstrap, "CHURN_APP_ID": tag,
-                    "CHURN_INPUT_TOPICS": topic, "CHURN_WEB_PORT": str(self.port),
-                    "CHURN_DATA_DIR": str(workdir / tag), "CHURN_SESSION_TIMEOUT_S": "6",
-                    "CHURN_REBALANCE_TIMEOUT_S": "6", "CHURN_LOG_LEVEL": "warning",
-                    "CHURN_DEAD_LETTER_TOPIC": f"{tag}-dlq", "CHURN_FOLLOW_UP_TOPIC": f"{tag}-follow-up",
-                    "CHURN_WIN_BACK_TOPIC": f"{tag}-win-back",
-                    "CHURN_SERVICE_RECOVERY_TOPIC": f"{tag}-service-recovery", **env}
-        self.topics = {k: self.env[v] for k, v in (("service_recovery", "CHURN_SERVICE_RECOVERY_TOPIC"),)}
-        self.log = open(workdir / f"{tag}.log", "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self.env, cwd=ROOT,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-
-    def consumed(self) -> float:
-        from worker.demo import consumed, scrape
-        return consumed(scrape(self.port))
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        from worker.demo import wait_ready
-        wait_ready(self.port, self.process, timeout)
-
-    def stop(self) -> None:
-        stop_process(self.process, 20)
+def start_worker(bootstrap: str, topic: str, workdir: Path, **env: str) -> WorkerProcess:
+    """`churn-worker run` on the benchmark topics, with topics and group of its own."""
+    tag = f"bench-{uuid.uuid4().hex[:6]}"
+    env = {"CHURN_APP_ID": tag, "CHURN_INPUT_TOPICS": topic, "CHURN_DATA_DIR": str(workdir / tag),
+           "CHURN_SESSION_TIMEOUT_S": "6", "CHURN_REBALANCE_TIMEOUT_S": "6", "CHURN_LOG_LEVEL": "warning",
+           "CHURN_DEAD_LETTER_TOPIC": f"{tag}-dlq", "CHURN_FOLLOW_UP_TOPIC": f"{tag}-follow-up",
+           "CHURN_WIN_BACK_TOPIC": f"{tag}-win-back", "CHURN_SERVICE_RECOVERY_TOPIC": f"{tag}-service-recovery",
+           **env}
+    return WorkerProcess(bootstrap, env, workdir / f"{tag}.log").start()
 
 
-def steady_eps(run: WorkerRun, total: int, lo: float = 0.2, hi: float = 0.9, timeout: float = 600.0) -> float:
+def steady_eps(run: WorkerProcess, total: int, lo: float = 0.2, hi: float = 0.9, timeout: float = 600.0) -> float:
     """Events/s between lo and hi of the stream: after warm-up, before the tail."""
     marks: dict[float, float] = {}
     deadline = time.monotonic() + timeout
@@ -145,7 +127,7 @@ def steady_eps(run: WorkerRun, total: int, lo: float = 0.2, hi: float = 0.9, tim
     raise RuntimeError(f"the worker consumed {run.consumed():.0f} of {total} within {timeout:.0f} s")
 
 
-def window_eps(run: WorkerRun, seconds: float) -> float:
+def window_eps(run: WorkerProcess, seconds: float) -> float:
     """Events/s over a fixed window once the worker has started consuming (for slow runs)."""
     while run.consumed() < 1:
         time.sleep(0.1)
@@ -394,16 +376,14 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
     print(f"raw_eps {out['raw_eps']:.0f}", flush=True)
     out["faust_bare_eps"] = faust_bare(bootstrap, topic, len(stream))
     print(f"faust_bare_eps {out['faust_bare_eps']:.0f}", flush=True)
-    naive = WorkerRun(bootstrap, topic, workdir, CHURN_BATCH_SIZE="1", CHURN_CLOCK="event")
+    naive = start_worker(bootstrap, topic, workdir, CHURN_BATCH_SIZE="1", CHURN_CLOCK="event")
     try:
-        naive.wait_ready()
         out["naive_eps"] = window_eps(naive, sizes.naive_window_s)
     finally:
         naive.stop()
     print(f"naive_eps {out['naive_eps']:.0f}", flush=True)
-    shipped = WorkerRun(bootstrap, topic, workdir, CHURN_CLOCK="event")
+    shipped = start_worker(bootstrap, topic, workdir, CHURN_CLOCK="event")
     try:
-        shipped.wait_ready()
         out["worker_eps"] = steady_eps(shipped, len(stream))
     finally:
         shipped.stop()
@@ -417,11 +397,10 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
 
 
 def latency(bootstrap: str, topic: str, sizes: Sizes, workdir: Path) -> dict:
-    run = WorkerRun(bootstrap, topic, workdir, CHURN_CLOCK="wall")
+    run = start_worker(bootstrap, topic, workdir, CHURN_CLOCK="wall")
     try:
-        run.wait_ready()
         appended = asyncio.run(offered_load(bootstrap, topic, sizes.latency_eps, sizes.latency_s))
-        fired = asyncio.run(trigger_times(bootstrap, run.topics["service_recovery"], len(appended)))
+        fired = asyncio.run(trigger_times(bootstrap, run.env["CHURN_SERVICE_RECOVERY_TOPIC"], len(appended)))
     finally:
         run.stop()
     delays = [fired[c] - t for c, t in appended.items() if c in fired]

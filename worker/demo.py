@@ -8,87 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
 from worker.config import load_settings
-from worker.embedded import EmbeddedBroker, free_port, stop_process
-from worker.errors import ChurnWorkerError
+from worker.embedded import EmbeddedBroker
 from worker.generate import corrupt, generate
 from worker.kafka_io import create_topics, produce, read_topic
+from worker.process import WorkerProcess, consumed
 
 WORKDIR = Path("demo-run")
 BAD_FRACTION = 0.005  # a few malformed messages, to show the dead-letter topic at work
 SETTLE_S = 6.0        # the stream is done when nothing changed for this long
-
-
-def scrape(port: int) -> dict[tuple, float]:
-    """Samples of the worker's /metrics as {(name, labels...): value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, *sorted(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text) for s in family.samples
-    }
-
-
-def consumed(samples: dict) -> float:
-    return sum(v for k, v in samples.items()
-               if k[0] == "churn_events_consumed_total" and dict(k[1:]).get("outcome") != "repartitioned")
-
-
-def triggers(samples: dict) -> dict[str, float]:
-    return {dict(k[1:])["type"]: v for k, v in samples.items() if k[0] == "churn_triggers_emitted_total"}
-
-
-def wait_ready(port: int, worker: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise ChurnWorkerError(f"the worker exited with code {worker.returncode}; see {WORKDIR}/worker.log")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise ChurnWorkerError(f"the worker was not ready within {timeout:.0f} s; see {WORKDIR}/worker.log")
-
-
-def start_worker(bootstrap: str, port: int, app_id: str) -> subprocess.Popen:
-    env = {**os.environ, "CHURN_KAFKA_BOOTSTRAP": bootstrap, "CHURN_CLOCK": "event",
-           "CHURN_WEB_PORT": str(port), "CHURN_DATA_DIR": str(WORKDIR / "data"), "CHURN_APP_ID": app_id,
-           "CHURN_SESSION_TIMEOUT_S": "10", "CHURN_REBALANCE_TIMEOUT_S": "10"}
-    log = open(WORKDIR / "worker.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def follow(port: int, total: int, timeout: float = 600.0) -> dict:
-    """Show progress until every message is accounted for and the timer has settled."""
-    last, still_since = None, time.monotonic()
-    deadline = time.monotonic() + timeout
-    with tqdm(total=total, unit="ev", desc="worker consumed") as bar:
-        while time.monotonic() < deadline:
-            samples = scrape(port)
-            done = consumed(samples)
-            bar.update(int(done) - bar.n)
-            state = (done, tuple(sorted(triggers(samples).items())))
-            if state != last:
-                last, still_since = state, time.monotonic()
-            elif done >= total and time.monotonic() - still_since > SETTLE_S:
-                return samples
-            time.sleep(0.5)
-    raise ChurnWorkerError(f"the stream was not processed within {timeout:.0f} s")
 
 
 def run_demo(args) -> int:
@@ -111,22 +46,27 @@ def run_demo(args) -> int:
               f"(+ malformed and redelivered messages: {len(messages)} messages in all)")
         topics = [*settings.input_topics, settings.dead_letter_topic, *settings.trigger_topics.values()]
         asyncio.run(create_topics(bootstrap, topics, settings.topic_partitions))
-        port = free_port()
-        app_id = f"{settings.app_id}-demo-{int(time.time())}"
-        worker = start_worker(bootstrap, port, app_id)
+        worker = WorkerProcess(bootstrap, {
+            "CHURN_CLOCK": "event", "CHURN_DATA_DIR": str(WORKDIR / "data"),
+            "CHURN_APP_ID": f"{settings.app_id}-demo-{int(time.time())}",
+            "CHURN_MODEL_DIR": str(settings.model_dir.resolve()),
+            "CHURN_SESSION_TIMEOUT_S": "10", "CHURN_REBALANCE_TIMEOUT_S": "10"}, WORKDIR / "worker.log")
+        port = worker.port
         print(f"[3/5] worker started (event-time clock); joining its consumer group... log: {WORKDIR}/worker.log")
-        wait_ready(port, worker)
+        worker.start()
         print(f"      ready: http://127.0.0.1:{port}/metrics  /health  /ready  /customers/<id>")
         with tqdm(total=len(messages), unit="ev", desc=f"[4/5] produce -> {settings.input_topics[0]}") as bar:
             asyncio.run(produce(bootstrap, settings.input_topics[0], messages, progress=bar))
-        samples = follow(port, len(messages))
+        with tqdm(total=len(messages), unit="ev", desc="worker consumed") as bar:
+            samples = worker.wait_consumed(len(messages), settle_s=SETTLE_S, progress=bar)
         print("[5/5] stream processed; reading the trigger and dead-letter topics back")
         summarize(bootstrap, settings, samples, port)
         if args.keep_running:
             print("--keep-running: broker and worker stay up; Ctrl-C to stop")
-            worker.wait()
+            worker.process.wait()
     finally:
-        stop_process(worker, 20)
+        if worker:
+            worker.stop(20)
         if broker:
             broker.stop()
     return 0

@@ -15,10 +15,11 @@ from worker.events import Event, format_time, parse_event
 from worker.generate import generate
 from worker.kafka_io import create_topics, produce, read_topic
 from worker.policy import load_policy
+from worker.process import WorkerProcess
 from worker.state import DAY, EMPTY, apply_event
 from worker.triggers import lapse_days
 
-from .conftest import WorkerProcess, run, topic_env
+from .conftest import run, topic_env
 
 pytestmark = pytest.mark.integration
 SCHEMAS = Path(__file__).resolve().parents[2] / "worker" / "schemas"
