@@ -173,10 +173,16 @@ class ChurnApp:
             item = await self._admit(ev, wall, pending)
             if item is not None:
                 items.append(item)
+        changes: dict[int, list[tuple[bytes, bytes]]] = {}
         if items:
-            await self._process(items, wall, pending)
+            changes = await self._process(items, wall, pending)
+        # Triggers, dead letters and forwarded events first, then the state that records
+        # them as done: a crash in between redelivers the batch and re-sends the same
+        # trigger ids, instead of finding the episode already marked fired.
         if pending:
-            await asyncio.gather(*pending)  # outputs appended before the batch is acked
+            await asyncio.gather(*pending)
+        if changes:
+            await asyncio.gather(*await self.write_changelog(changes))
         m = self.metrics
         for ev in batch:
             m.latency.observe(max(time.time() - ev.message.timestamp, 0.0))
@@ -184,9 +190,11 @@ class ChurnApp:
 
     async def _admit(self, ev: Any, wall: float, pending: list) -> Item | None:
         msg = ev.message
-        if _header(msg, KIND_HEADER) == TICK:
-            deadline = float(json.loads(msg.value)["deadline"])
-            return Item(msg.key.decode(), None, deadline, ref=msg)
+        # ticks come from this app's own topic; a producer cannot inject one on an input topic
+        if msg.topic not in self.settings.input_topics and _header(msg, KIND_HEADER) == TICK:
+            tick = _parse_tick(msg.key, msg.value)
+            if tick is not None:
+                return Item(tick[0], None, tick[1], ref=msg)
         parsed = parse_event(msg.value, self.settings.max_event_bytes)
         if isinstance(parsed, Event) and self.settings.clock == "wall" \
                 and parsed.occurred_at > wall + self.settings.max_future_s:
@@ -214,11 +222,10 @@ class ChurnApp:
         return await self.send(self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
                                dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
 
-    async def _process(self, items: list[Item], wall: float, pending: list) -> None:
+    async def _process(self, items: list[Item], wall: float, pending: list) -> dict[int, list[tuple[bytes, bytes]]]:
+        """Run the pure pipeline; send its outputs; return the state records for the changelog."""
         s, m = self.settings, self.metrics
         keys = {i.customer_id: i.customer_id.encode() for i in items}
-        # every item sits on its customer's partition (_admit repartitions anything else)
-        partition = {i.customer_id: i.ref.partition for i in items}
         states = {cid: decode_state(raw) for cid, k in keys.items() if (raw := self.table.get(k)) is not None}
         ctx = Context(self.artifact, self.policy, s.lateness_s, emitted_at=wall,
                       event_clock=s.clock == "event", emit_max_age_s=s.emit_max_age_s)
@@ -230,9 +237,8 @@ class ChurnApp:
                 self.tracked += 1
             key, value = keys[cid], encode_state(state)
             store[key] = value
-            changes.setdefault(partition[cid], []).append((key, value))
+            changes.setdefault(partition_of(key, s.topic_partitions), []).append((key, value))
             self.index.set(key, result.deadlines[cid])
-        pending.extend(await self.write_changelog(changes))
         for trigger in result.triggers:
             pending.append(await self.send(self.settings.trigger_topics[trigger["type"]],
                                            trigger["customer_id"].encode(), encode(trigger), None))
@@ -242,6 +248,7 @@ class ChurnApp:
                                item.ref.value, item.customer_id)
             pending.append(await self._dead_letter(bad, item.ref))
         self._record(result)
+        return changes
 
     def _record(self, result: Any) -> None:
         m = self.metrics
@@ -274,24 +281,33 @@ class ChurnApp:
             return
         started = time.monotonic()
         due = self.index.pop_due(self.clock_now(), limit=10_000)
-        for key, deadline in due:
-            await self.send(self.settings.repartition_topic, key, json.dumps({"deadline": deadline}).encode(),
-                            [(KIND_HEADER, TICK)])
+        sent = [await self.send(self.settings.repartition_topic, key, json.dumps({"deadline": deadline}).encode(),
+                                [(KIND_HEADER, TICK)]) for key, deadline in due]
+        for (key, deadline), outcome in zip(due, await asyncio.gather(*sent, return_exceptions=True)):
+            if isinstance(outcome, BaseException):  # not sent: keep the deadline for the next tick
+                log.warning("tick for a customer was not sent (%r); retrying on the next tick", outcome)
+                self.index.set(key, deadline)
         self.metrics.tick_seconds.observe(time.monotonic() - started)
         self.metrics.deadlines.set(len(self.index))
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
-        """Rebuild the deadline index (in-memory) from the recovered table, active partitions only."""
+        """Rebuild the deadline index (in-memory) from the recovered table, active partitions
+        only, and seed each partition's event time from its recovered customers, so a
+        partition that has not delivered since the rebalance still holds the watermark back."""
         active = self.active_partitions()
         self.index.clear()
-        self.partition_time = {p: t for p, t in self.partition_time.items() if p in active}
+        seen = {p: t for p, t in self.partition_time.items() if p in active}
         count = 0
         for n, (key, raw) in enumerate(list(self.table.data.items())):
-            if partition_of(key, self.settings.topic_partitions) in active:
+            part = partition_of(key, self.settings.topic_partitions)
+            if part in active:
                 count += 1
-                self.index.set(key, pending_deadline(self.policy, decode_state(raw)))
+                state = decode_state(raw)
+                self.index.set(key, pending_deadline(self.policy, state))
+                seen[part] = max(seen.get(part, 0.0), state.last_seen)
             if n % REBUILD_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+        self.partition_time = seen
         self.tracked = count
         self.assigned_once = True
         self.metrics.customers.set(count)
@@ -352,6 +368,16 @@ class ChurnApp:
                 "logins": state.logins, "risk_score": round(score, 4),
                 "next_deadline": pending_deadline(self.policy, state),
                 "features": dict(zip(FEATURE_NAMES, row))}
+
+
+def _parse_tick(key: bytes | None, value: bytes | None) -> tuple[str, float] | None:
+    """(customer id, deadline) of a tick this app sent; None for anything else (which is
+    then parsed as an event, and dead-lettered if it is not one)."""
+    try:
+        deadline = float(json.loads(value or b"")["deadline"])
+        return (key or b"").decode(), deadline
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
 
 
 def _header(msg: Any, name: str) -> bytes | None:

@@ -24,7 +24,8 @@ _TIMES = ("first_seen", "last_seen", "last_activity", "first_activity", "last_lo
           "last_purchase", "revenue", "last_csat_at", "last_nps_at", "last_bad_support_at")
 _FLAGS = struct.Struct("<BHH")
 _COUNTS = struct.Struct("<2IbbH")
-_WHOLE_MAX = 2**32 - 1
+_WHOLE_MAX = _U32 = 2**32 - 1
+_U16 = 2**16 - 1
 _BITMAP_BYTES = (KEPT_DAYS + 7) // 8
 _TICKET = struct.Struct("<3d")
 _MEMORY = struct.Struct("<Bd")
@@ -37,7 +38,8 @@ _CODE = {k: i for i, k in enumerate(MEMORY_KEYS)}
 def encode_state(state: CustomerState) -> bytes:
     parts = [
         _pack_times([getattr(state, n) for n in _TIMES]),
-        _COUNTS.pack(state.logins, state.orders, state.last_csat, state.last_nps, state.bad_support),
+        _COUNTS.pack(min(state.logins, _U32), min(state.orders, _U32), state.last_csat, state.last_nps,
+                     min(state.bad_support, _U16)),  # counts saturate rather than fail
         state.active_days.to_bytes(_BITMAP_BYTES, "little"),
         struct.pack(f"<B{len(state.recent_ids)}I", len(state.recent_ids), *state.recent_ids),
         bytes([len(state.tickets)]),

@@ -2,7 +2,7 @@
 
     ChurnWorkerError
     ├── ConfigError        a setting is missing or invalid (start-up stops)
-    ├── PolicyError        the trigger policy file is invalid (start-up stops / update refused)
+    ├── PolicyError        the trigger policy file is invalid (start-up stops)
     ├── ModelError         the model artifact is missing, mismatched or broken (start-up stops)
     └── BrokerError        the embedded broker could not be started or reached
 
@@ -20,7 +20,7 @@ class ConfigError(ChurnWorkerError):
 
 
 class PolicyError(ChurnWorkerError):
-    """The policy file is invalid. Fix the named field; a running worker keeps its old policy."""
+    """The policy file is invalid. Fix the named field and start again."""
 
 
 class ModelError(ChurnWorkerError):

@@ -19,6 +19,8 @@ SCHEMA_VERSION = 1
 EVENT_TYPES = ("login", "purchase", "support")
 SUPPORT_ACTIONS = ("opened", "replied", "resolved", "reopened")
 MAX_ID_LENGTH = 128
+MAX_ID_BYTES = 255   # ids are stored with a one-byte length (worker.codec)
+MAX_AMOUNT = 1e9     # per order; beyond it a unit mistake, and it would overflow CLV features
 # Events dated outside these bounds are typos or unit mistakes (ms vs s), not history.
 MIN_TIME = datetime.fromisoformat("2000-01-01T00:00:00+00:00").timestamp()
 MAX_TIME = datetime.fromisoformat("2100-01-01T00:00:00+00:00").timestamp()
@@ -134,6 +136,12 @@ def _string(obj: dict[str, Any], name: str, required: bool = True) -> Any:
         raise _Refused("bad_field_type", f"{name}: expected string, got {type(value).__name__}")
     if not value or len(value) > MAX_ID_LENGTH:
         raise _Refused("bad_field_value", f"{name}: expected 1..{MAX_ID_LENGTH} characters, got {len(value)}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800-style JSON escape
+        raise _Refused("bad_field_value", f"{name}: not valid Unicode text") from None
+    if size > MAX_ID_BYTES:
+        raise _Refused("bad_field_value", f"{name}: {size} bytes in UTF-8, at most {MAX_ID_BYTES}")
     return value
 
 
@@ -162,8 +170,8 @@ def _amount(obj: dict[str, Any]) -> float:
         number = float(Decimal(str(value)))
     except InvalidOperation:
         raise _Refused("bad_field_type", f"amount: expected decimal, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise _Refused("bad_field_value", f"amount: expected a finite number >= 0, got {value!r}")
+    if not math.isfinite(number) or not 0 <= number <= MAX_AMOUNT:
+        raise _Refused("bad_field_value", f"amount: expected a number in 0..{MAX_AMOUNT:g}, got {value!r}")
     return number
 
 

@@ -29,7 +29,7 @@ from worker.triggers import (
     pending_deadline,
 )
 
-MAX_CATCH_UP = 8  # deadlines one event can close; there are at most 2 + open tickets
+MAX_CATCH_UP = 64  # deadlines one event can close: 3 + open tickets (at most MAX_TICKETS)
 
 
 @dataclass(frozen=True, slots=True)

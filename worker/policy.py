@@ -2,7 +2,7 @@
 
 Loaded from a TOML file a product person can read (`worker/default_policy.toml`
 documents every field). `load_policy` refuses a bad file with a PolicyError that
-names the field; a running worker that is refused an update keeps its old policy.
+names the field, and the worker does not start with it.
 """
 from __future__ import annotations
 

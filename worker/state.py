@@ -18,9 +18,10 @@ from worker.events import Event
 DAY = 86400.0
 WINDOW_DAYS = (7, 30, 90)
 KEPT_DAYS = max(WINDOW_DAYS)
-# Redeliveries replay what was processed since the last offset commit (seconds): a
-# customer's last 8 event ids cover it, and keep the record small.
-RECENT_IDS = 8
+# Redeliveries replay what was processed since the last offset commit: a customer's
+# last 16 event ids cover it for all but the busiest customers, and keep the record small.
+RECENT_IDS = 16
+MAX_TICKETS = 32  # kept per customer (open ones first, newest first); the codec counts them in a byte
 _WINDOW_MASK = (1 << KEPT_DAYS) - 1
 # CLV = average order value x purchases per year x expected relationship length.
 EXPECTED_LIFETIME_YEARS = 2.0
@@ -179,6 +180,9 @@ def _ticket_update(tickets: dict[str, Ticket], event: Event) -> dict[str, Ticket
     horizon = t - KEPT_DAYS * DAY
     kept = {k: v for k, v in tickets.items() if not v.resolved_at or v.resolved_at > horizon}
     kept[event.ticket_id] = new
+    if len(kept) > MAX_TICKETS:  # a flood of tickets: keep open ones, then the most recent
+        ranked = sorted(kept.items(), key=lambda kv: (kv[1].resolved_at == 0, kv[1].status_at), reverse=True)
+        kept = dict(ranked[:MAX_TICKETS])
     return kept
 
 

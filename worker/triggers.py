@@ -141,7 +141,7 @@ def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: f
     The episode is the customer's latest activity: new activity re-arms both."""
     if not state.last_activity:
         return None
-    episode = f"after:{state.last_activity:.0f}"
+    episode = f"after:{state.last_activity:.3f}"
     # the same expression as the lapse deadline, so deciding at that deadline is exact in floats
     if now >= state.last_activity + lapse_days(policy, state) * DAY:
         return ("win_back", "lapsed", episode, state.last_activity, None)
@@ -162,7 +162,7 @@ def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: E
     breached = [(t.opened_at, k) for k, t in open_tickets(state) if now >= t.opened_at + sla]
     if breached:
         opened_at, ticket = min(breached)
-        return ("service_recovery", "sla_breach", f"ticket:{ticket}:{opened_at:.0f}", opened_at,
+        return ("service_recovery", "sla_breach", f"ticket:{ticket}:{opened_at:.3f}", opened_at,
                 policy.support.sla_hours)
     return None
 

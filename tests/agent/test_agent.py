@@ -27,24 +27,28 @@ DAY = 86400.0
 class FakeChangelog:
     """Records the changelog batches the app writes; acknowledged at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: list) -> None:
         self.batches: list[dict] = []
+        self.journal = journal
 
     async def __call__(self, partitioned):
         self.batches.append(partitioned)
+        self.journal.append("changelog")
         return []
 
 
 class FakeSink:
     """Collects what the app sends; every send is acknowledged at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: list) -> None:
         self.sent: list[tuple[str, bytes | None, bytes, list | None]] = []
+        self.journal = journal
 
     async def __call__(self, topic, key, value, headers):
         self.sent.append((topic, key, value, headers))
         fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
+        fut.add_done_callback(lambda _: self.journal.append(f"acked {topic}"))
+        asyncio.get_running_loop().call_later(0.01, fut.set_result, None)  # the broker answers later
         return fut
 
     def on(self, topic: str) -> list:
@@ -55,9 +59,10 @@ class FakeSink:
 def churn(tmp_path):
     settings = load_settings(kafka_bootstrap="127.0.0.1:1", clock="event", data_dir=tmp_path,
                              batch_size=50, batch_within_s=0.05, model_dir=ROOT / "models" / "churn-v1")
-    sink = FakeSink()
+    journal: list[str] = []
+    sink = FakeSink(journal)
     app = ChurnApp(settings, load_artifact(settings.model_dir), load_policy(settings.policy_path),
-                   Metrics(), broker="kafka://127.0.0.1:1", sink=sink, changelog=FakeChangelog())
+                   Metrics(), broker="kafka://127.0.0.1:1", sink=sink, changelog=FakeChangelog(journal))
     app.app.finalize()
     app.app.conf.store = "memory://"
     app.app.flow_control.resume()
@@ -101,6 +106,9 @@ def test_events_fold_into_the_table_and_a_bad_rating_fires_service_recovery(chur
     assert (state.logins, state.orders, state.revenue, state.last_csat) == (1, 1, 30.0, 1)
     written = [(p, k, v) for batch in app.write_changelog.batches for p, recs in batch.items() for k, v in recs]
     assert written[-1] == (partition_of(b"c1", 4), b"c1", app.table[b"c1"])  # the changelog has the state
+    # the trigger is acknowledged before the state that marks it sent is written
+    journal = sink.journal
+    assert journal.index(f"acked {app.settings.service_recovery_topic}") < journal.index("changelog")
     recovery = [json.loads(v) for _, _, v, _ in sink.on(app.settings.service_recovery_topic)]
     assert [(t["customer_id"], t["rule"]) for t in recovery] == [("c1", "bad_rating")]
     registry = app.metrics.registry

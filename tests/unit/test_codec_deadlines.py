@@ -166,3 +166,12 @@ def test_timer_cycle_with_real_deadlines(policy):
             _, state = decide(policy, "c-1", state, 0.0, due)
             index.set(key, pending_deadline(policy, state))
     assert seen == [at(10, 10), at(11, 9), at(13, 9)]  # SLA, follow-up check, lapse
+
+
+def test_a_flood_of_tickets_stays_bounded_and_encodable():
+    from worker.state import MAX_TICKETS
+    events = [support(at(0, i), "opened", f"T-\u00e9{i:04d}-" + "x" * 100, "c-flood") for i in range(300)]
+    state = fold(events)
+    assert len(state.tickets) == MAX_TICKETS
+    assert set(state.tickets) == {e.ticket_id for e in events[-MAX_TICKETS:]}  # the newest are kept
+    assert decode_state(encode_state(state)) == state

@@ -190,3 +190,18 @@ def test_valid_examples_match_the_published_json_schema(kind):
     validator_class.check_schema(schema)
     validator_class(schema).validate(VALID[kind])
     validator_class(schema).validate(to_json(parse_event(encode(VALID[kind]))))
+
+
+def test_ids_that_cannot_be_stored_are_refused():
+    lone_surrogate = b'{"schema_version":1,"event_id":"e1","type":"login","customer_id":"c\\ud800",' \
+                     b'"occurred_at":"2026-03-02T10:00:00Z"}'
+    bad = parse_event(lone_surrogate)
+    assert (bad.reason, "customer_id" in bad.detail) == ("bad_field_value", True)
+    wide = parse_event(encode(wire("support", ticket_id="\u00e9" * 128)))  # 128 characters, 256 bytes
+    assert (wide.reason, "ticket_id" in wide.detail) == ("bad_field_value", True)
+
+
+def test_absurd_amounts_are_refused():
+    for amount in (1e308, "10000000000"):
+        bad = parse_event(encode(wire("purchase", amount=amount)))
+        assert (bad.reason, "amount" in bad.detail) == ("bad_field_value", True)
