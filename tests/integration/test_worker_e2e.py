@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from worker.app import partition_of
 from worker.config import load_settings
 from worker.events import Event, format_time, parse_event
 from worker.generate import generate
@@ -29,6 +30,7 @@ QUIET = "c-quiet"       # buys daily for 10 days, then never again
 GRUMPY = "c-grumpy"     # rates support 1/5
 WAITING = "c-waiting"   # opens a ticket nobody resolves
 LATECOMER = "c-late"    # an event 19 days older than its newest: beyond the 3-day lateness
+RESTARTED = "c-restart"  # buys daily until day 88; lapses only after the first worker has stopped
 
 MALFORMED = [
     b'{"schema_version":1,"event_id":"x1","type":"login"',                       # cut off
@@ -47,6 +49,8 @@ def ev(n: int, kind: str, customer: str, day: float, **extra) -> dict:
 def crafted_keyed() -> list[dict]:
     out = [ev(i, "purchase", QUIET, 1 + i + 0.3, order_id=f"o{i}", amount=20 + i, currency="EUR")
            for i in range(10)]
+    out += [ev(400 + i, "purchase", RESTARTED, 80 + i + 0.3, order_id=f"r{i}", amount=15, currency="EUR")
+            for i in range(9)]
     return out + [ev(300, "login", LATECOMER, 20), ev(301, "login", LATECOMER, 1)]
 
 
@@ -69,7 +73,8 @@ def stream(broker, env, tmp_path_factory):
     background = generate(customers=300, days=90, seed=11, start=START)
     special = crafted_keyed() + crafted_unkeyed()
     keyed = [json.dumps(e).encode() for e in background + crafted_keyed()]
-    keyed.append(keyed[len(keyed) // 2])  # a redelivery
+    middle = len(keyed) // 2
+    keyed.insert(middle + 5, keyed[middle])  # a redelivery, a few messages after the original
     unkeyed = [json.dumps(e).encode() for e in crafted_unkeyed()] + MALFORMED
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     worker = WorkerProcess(broker.bootstrap, env, log)
@@ -200,5 +205,32 @@ def test_restart_recovers_state_from_the_changelog(stream, broker, tmp_path):
                 break
             time.sleep(0.2)
         assert after["orders"] == 11, "the new purchase should add to the recovered state, not start afresh"
+        # silence across the restart: the rebuilt deadline index fires the recovered customer's win-back
+        # once events on every partition move the watermark past its lapse deadline
+        settings = stream["settings"]
+        assert not [t for t in triggers_of(stream, RESTARTED) if t["type"] == "win_back"]
+        pacers, covered = [], set()
+        for n in range(1000):
+            cid = f"c-pacer-{n}"
+            part = partition_of(cid.encode(), settings.topic_partitions)
+            if part not in covered:
+                covered.add(part)
+                pacers.append(json.dumps(ev(2000 + n, "login", cid, 100)).encode())
+            if len(covered) == settings.topic_partitions:
+                break
+        run(produce(broker.bootstrap, settings.input_topics[0], pacers))
+        state = EMPTY
+        for e in crafted_keyed():
+            if e["customer_id"] == RESTARTED:
+                state = apply_event(state, parse_event(json.dumps(e).encode()))
+        deadline = state.last_activity + lapse_days(load_policy(settings.policy_path), state) * DAY
+        fired: list = []
+        for _ in range(100):
+            records = run(read_topic(broker.bootstrap, settings.win_back_topic, idle_s=0.5))
+            fired = [json.loads(r.value) for r in records if r.key == RESTARTED.encode()]
+            if fired:
+                break
+            time.sleep(0.3)
+        assert [(t["rule"], t["event_time"]) for t in fired] == [("lapsed", format_time(deadline))]
     finally:
         again.stop()
