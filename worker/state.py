@@ -155,9 +155,10 @@ def _support(state: CustomerState, event: Event) -> dict:
     return changes
 
 
-def is_bad_rating(event: Event) -> bool:
-    """CSAT 1-2 or a detractor NPS (0-6)."""
-    return (event.csat is not None and event.csat <= 2) or (event.nps is not None and event.nps <= 6)
+def is_bad_rating(event: Event, csat_max: int = 2) -> bool:
+    """CSAT 1..csat_max or a detractor NPS (0-6, by definition). The state's bad-support
+    features use the fixed default; trigger decisions pass the policy's bound."""
+    return (event.csat is not None and event.csat <= csat_max) or (event.nps is not None and event.nps <= 6)
 
 
 def _ticket_update(tickets: dict[str, Ticket], event: Event) -> dict[str, Ticket]:
@@ -284,11 +285,5 @@ def features(state: CustomerState, now: float) -> list[float]:
     ]
 
 
-def _windows(state: CustomerState, now: float) -> tuple[float, float, float]:
-    """activity_in for 7, 30 and 90 days at once."""
-    if not state.last_activity:
-        return 0.0, 0.0, 0.0
-    shift = int(state.last_activity // DAY) - int(now // DAY)
-    bits = state.active_days
-    return tuple(float((bits & ((1 << max(0, min(shift + w, KEPT_DAYS))) - 1)).bit_count())
-                 for w in WINDOW_DAYS)  # type: ignore[return-value]
+def _windows(state: CustomerState, now: float) -> tuple[float, ...]:
+    return tuple(float(activity_in(state, now, w)) for w in WINDOW_DAYS)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from worker.events import Event
 from worker.policy import Policy
-from worker.state import DAY, CustomerState, open_tickets, rhythm_days
+from worker.state import DAY, CustomerState, is_bad_rating, open_tickets, rhythm_days
 
 TRIGGER_TYPES = ("follow_up", "win_back", "service_recovery")
 _ID_NAMESPACE = uuid.UUID("6f1c3a0e-4e7b-5d2a-9c61-0b7e1d2f3a45")
@@ -156,7 +156,7 @@ def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: f
 
 def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: Event | None):
     """A bad rating just arrived, or the oldest open ticket is past the SLA."""
-    if cause is not None and cause.type == "support" and _bad(policy, cause):
+    if cause is not None and cause.type == "support" and is_bad_rating(cause, policy.support.bad_csat_max):
         return ("service_recovery", "bad_rating", f"rating:{cause.event_id}", cause.occurred_at, None)
     sla = policy.support.sla_hours * 3600.0
     breached = [(t.opened_at, k) for k, t in open_tickets(state) if now >= t.opened_at + sla]
@@ -167,7 +167,3 @@ def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: E
     return None
 
 
-def _bad(policy: Policy, event: Event) -> bool:
-    """CSAT at or below the policy's bound, or a detractor NPS (0-6, by definition)."""
-    return (event.csat is not None and event.csat <= policy.support.bad_csat_max) or (
-        event.nps is not None and event.nps <= 6)
