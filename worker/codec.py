@@ -31,7 +31,8 @@ _TICKET = struct.Struct("<3d")
 _MEMORY = struct.Struct("<Bd")
 # trigger-memory keys (worker.triggers) by code; codes are part of the format: append only
 MEMORY_KEYS = ("checked_until", "follow_up", "follow_up_episode", "win_back", "win_back_episode",
-               "service_recovery", "service_recovery_episode")
+               "service_recovery", "service_recovery_episode", "service_recovery_bad_rating_episode",
+               "service_recovery_sla_breach_episode")
 _CODE = {k: i for i, k in enumerate(MEMORY_KEYS)}
 
 

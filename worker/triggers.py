@@ -124,16 +124,23 @@ def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory
     if candidates:
         memory = dict(memory)  # copied only when it may change: the caller's dict is never modified
     for kind, rule, episode, key, threshold in candidates:
-        if memory.get(f"{kind}_episode", 0.0) >= key:
+        if memory.get(_episode_key(kind, rule), 0.0) >= key:
             continue  # this episode has had its trigger; re-armed only by a newer one
         if now - memory.get(kind, -1e18) < policy.cooldown_s(kind):
             decisions.append(Suppressed(kind, "cooldown"))
             continue
-        memory[kind], memory[f"{kind}_episode"] = now, key
+        memory[kind], memory[_episode_key(kind, rule)] = now, key
         tid = trigger_id(kind, customer_id, episode)
         make = Holdout if in_holdout(policy, customer_id) else Fire
         decisions.append(make(kind, tid, rule, threshold))
     return decisions, memory
+
+
+def _episode_key(kind: str, rule: str) -> str:
+    """Where the last episode of a trigger is remembered. Service recovery keeps one per
+    rule: a rating's episode is its time, an SLA breach's its ticket's opening, and the two
+    must not hide each other."""
+    return f"{kind}_{rule}_episode" if kind == "service_recovery" else f"{kind}_episode"
 
 
 def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: float):

@@ -267,3 +267,16 @@ def test_sla_breach_fires_exactly_at_the_sla_deadline(policy):
         assert decide(policy, "c-1", state, LOW, due - 0.001)[0] == []
         decisions, _ = decide(policy, "c-1", state, LOW, due)
         assert [(d.type, d.rule) for d in decisions] == [("service_recovery", "sla_breach")], opened
+
+
+def test_a_breached_ticket_is_not_hidden_by_an_earlier_bad_rating():
+    policy = policy_with(service_recovery_days="0.0")
+    waiting = support(at(0), "opened", "t-old", "c-sr")
+    rated = support(at(0, 12), "resolved", "t-other", "c-sr", csat=1)
+    state = fold([login(at(0), "c-sr"), waiting, support(at(0, 11), "opened", "t-other", "c-sr"), rated])
+    first, state = decide(policy, "c-sr", state, 0.1, rated.occurred_at, rated)
+    assert [(d.type, d.rule) for d in first] == [("service_recovery", "bad_rating")]
+    breach, state = decide(policy, "c-sr", state, 0.1, at(1), None)  # t-old opened a day ago
+    assert [(d.type, d.rule) for d in breach] == [("service_recovery", "sla_breach")]
+    again, _ = decide(policy, "c-sr", state, 0.1, at(1, 1), None)
+    assert again == []
