@@ -233,12 +233,15 @@ class ChurnApp:
         changes: dict[int, list[tuple[bytes, bytes]]] = {}
         store = self.table.data
         for cid, state in result.states.items():
+            key = keys[cid]
+            self.index.set(key, result.deadlines[cid])  # a tick popped it; set it again even if unchanged
+            if state is states.get(cid):
+                continue  # only duplicates, late events or early ticks: nothing to store
             if cid not in states:
                 self.tracked += 1
-            key, value = keys[cid], encode_state(state)
+            value = encode_state(state)
             store[key] = value
             changes.setdefault(partition_of(key, s.topic_partitions), []).append((key, value))
-            self.index.set(key, result.deadlines[cid])
         for trigger in result.triggers:
             pending.append(await self.send(self.settings.trigger_topics[trigger["type"]],
                                            trigger["customer_id"].encode(), encode(trigger), None))

@@ -169,3 +169,22 @@ def test_a_silence_tick_fires_the_win_back_at_its_deadline(churn):
     win_back = [json.loads(v) for _, _, v, _ in sink.on(app.settings.win_back_topic)]
     assert [t["rule"] for t in win_back] == ["lapsed"]
     assert win_back[0]["event_time"] < format_time(T0 + 100 * DAY)
+
+
+def test_a_batch_that_changes_no_state_writes_no_changelog(churn):
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+
+    async def scenario():
+        async with agent.test_context() as a:
+            await put_keyed(a, app, event(20, "login", "c5", 1), "c5")
+            await asyncio.sleep(0.3)
+            written = len(app.write_changelog.batches)
+            await put_keyed(a, app, event(20, "login", "c5", 1), "c5")  # redelivered
+            await asyncio.sleep(0.3)
+            return written
+
+    written = run(scenario())
+    assert written == 1 and len(app.write_changelog.batches) == 1
+    assert app.metrics.registry.get_sample_value(
+        "churn_events_consumed_total", {"type": "login", "outcome": "duplicate"}) == 1
