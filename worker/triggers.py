@@ -68,7 +68,7 @@ def deadlines(policy: Policy, state: CustomerState) -> list[float]:
                 state.last_activity + lapse]
         if state.fired.get("win_back_episode", 0.0) < state.last_activity and "win_back" in state.fired:
             # a lapse suppressed by the cooldown is looked at again when the cooldown ends
-            out.append(state.fired["win_back"] + policy.cooldown_s("win_back"))
+            out.append(_win_back_cooldown_end(policy, state))
     sla = policy.support.sla_hours * 3600.0
     out += [t.opened_at + sla for _, t in open_tickets(state)]
     return out
@@ -82,8 +82,12 @@ def earliest_possible_deadline(policy: Policy, state: CustomerState) -> float:
     if state.tickets:
         bound = min(bound, min(t.opened_at for t in state.tickets.values()) + policy.support.sla_hours * 3600.0)
     if "win_back" in state.fired:
-        bound = min(bound, state.fired["win_back"] + policy.cooldown_s("win_back"))
+        bound = min(bound, _win_back_cooldown_end(policy, state))
     return bound
+
+
+def _win_back_cooldown_end(policy: Policy, state: CustomerState) -> float:
+    return state.fired["win_back"] + policy.cooldown_s("win_back")
 
 
 def next_deadline(policy: Policy, state: CustomerState, after: float) -> float | None:
