@@ -133,8 +133,10 @@ def test_bad_rating_and_breached_sla_fire_service_recovery(stream):
     assert [(t["rule"], t["event_time"]) for t in waiting] == [("sla_breach", format_time(T0 + 8 * DAY))]
 
 
-def test_malformed_and_late_messages_go_to_the_dead_letter_topic_with_reason_and_source(stream):
+def test_malformed_and_late_messages_go_to_the_dead_letter_topic_with_reason_and_source(stream, broker):
     dead = stream["out"]["dead_letter"]
+    source = {(r.partition, r.offset): r.value
+              for r in run(read_topic(broker.bootstrap, stream["settings"].input_topics[0], idle_s=1.0))}
     too_late = json.dumps(crafted_keyed()[-1]).encode()
     assert sorted(r.value for r in dead) == sorted([*MALFORMED, too_late])
     for record in dead:
@@ -143,7 +145,9 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_topic_with_reason_and
                                                    "bad_timestamp", "not_utf8", "late"}
         assert (headers["dlq.reason"] == b"late") == (record.value == too_late)
         assert headers["dlq.source.topic"] == stream["settings"].input_topics[0].encode()
-        assert int(headers["dlq.source.offset"]) >= 0
+        # the headers lead back to the very message that was refused
+        where = (int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"]))
+        assert source[where] == record.value
     reasons = Counter(dict(r.headers)["dlq.reason"].decode() for r in dead)
     samples = stream["samples"]
     for reason, n in reasons.items():
