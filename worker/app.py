@@ -1,6 +1,6 @@
-"""The faust shell: topics (raw bytes), the state table, the agent, the timer, HTTP.
+"""The faust shell: topics (raw bytes), the state table, the batch handler, the timer, HTTP.
 
-The only module that imports faust. Everything it decides comes from the pure
+With worker.batching, the only module that imports faust. Everything it decides comes from the pure
 core (events, state, triggers, pipeline); this module moves bytes and offsets.
 
 Data flow:
@@ -9,6 +9,10 @@ Data flow:
                    \\-- invalid --> dead-letter topic (original bytes, reason, source in headers)
     timer: deadline index --due--> tick message on <app>-events-by-customer --> agent
     agent: batch -> pipeline.process -> state table (changelog) + trigger topics
+
+"agent" is, by default (CHURN_INPUT_MODE=batch), a handler fed a fetch at a time from
+beneath faust's stream (worker.batching); CHURN_INPUT_MODE=stream runs the same handler
+in a faust agent over `take_events` instead.
 """
 from __future__ import annotations
 
@@ -20,11 +24,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import faust
 import numpy as np
 from aiokafka.partitioner import murmur2
 from prometheus_client import generate_latest
 
+from worker.batching import BatchApp
 from worker.codec import decode_state, encode_state
 from worker.config import Settings
 from worker.deadlines import DeadlineIndex
@@ -110,9 +114,9 @@ class ChurnApp:
         self.metrics.policy_info.labels(policy.version).set(1)
 
     # ---- wiring ---------------------------------------------------------------------------
-    def _make_app(self, broker: str) -> faust.App:
+    def _make_app(self, broker: str) -> BatchApp:
         s = self.settings
-        return faust.App(
+        return BatchApp(
             s.app_id, broker=broker, store="memory://", autodiscover=False,
             topic_partitions=s.topic_partitions, topic_replication_factor=s.topic_replication,
             processing_guarantee="at_least_once", consumer_auto_offset_reset=s.offset_reset,
@@ -133,7 +137,11 @@ class ChurnApp:
         # writes the store and the changelog itself, in batches (ChangelogWriter).
         self.table = app.Table("customer_state", default=None, key_type=bytes, value_type=bytes,
                                partitions=s.topic_partitions)
-        app.agent(self.source, name="customer-events", concurrency=1)(self._agent)
+        app.fetch_max_wait_ms = s.fetch_max_wait_ms
+        if s.input_mode == "batch":
+            app.batch_source, app.batch_handler, app.batch_size = self.source, self._handle_or_exit, s.batch_size
+        else:
+            app.agent(self.source, name="customer-events", concurrency=1)(self._agent)
         app.timer(s.timer_interval_s, name="inactivity-timer")(self._tick)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
         self._routes()
@@ -151,28 +159,29 @@ class ChurnApp:
     async def _agent(self, stream: Any) -> None:
         s = self.settings
         async for batch in stream.take_events(s.batch_size, within=s.batch_within_s):
-            try:
-                await self.handle_batch(batch)
-            except Exception:
-                # faust acks a batch whose body raised, and a restarted agent would skip it.
-                # Exit without committing instead: the batch is redelivered after restart
-                # (duplicates are harmless: event ids de-duplicate state, trigger ids are stable).
-                first, last = batch[0].message, batch[-1].message
-                log.critical("batch %s[%d]@%d..%s[%d]@%d failed; exiting so it is redelivered",
-                             first.topic, first.partition, first.offset, last.topic, last.partition,
-                             last.offset, exc_info=True)
-                logging.shutdown()
-                os._exit(70)
+            await self._handle_or_exit([ev.message for ev in batch])
+
+    async def _handle_or_exit(self, batch: list[Any]) -> None:
+        try:
+            await self.handle_batch(batch)
+        except Exception:
+            # faust acks a batch whose handler raised, and a restarted worker would skip it.
+            # Exit without committing instead: the batch is redelivered after restart
+            # (duplicates are harmless: event ids de-duplicate state, trigger ids are stable).
+            first, last = batch[0], batch[-1]
+            log.critical("batch %s[%d]@%d..%s[%d]@%d failed; exiting so it is redelivered",
+                         first.topic, first.partition, first.offset, last.topic, last.partition,
+                         last.offset, exc_info=True)
+            logging.shutdown()
+            os._exit(70)
 
     async def handle_batch(self, batch: list[Any]) -> None:
+        """One batch of faust messages (topic, partition, offset, key, value, headers, timestamp)."""
         started = time.monotonic()
         wall = time.time()
-        items: list[Item] = []
-        pending: list[Any] = []
-        for ev in batch:
-            item = await self._admit(ev, wall, pending)
-            if item is not None:
-                items.append(item)
+        outbox: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]] = []
+        items = [item for msg in batch if (item := self._admit(msg, wall, outbox)) is not None]
+        pending = [await self.send(*out) for out in outbox]
         changes: dict[int, list[tuple[bytes, bytes]]] = {}
         if items:
             changes = await self._process(items, wall, pending)
@@ -184,56 +193,60 @@ class ChurnApp:
         if changes:
             await asyncio.gather(*await self.write_changelog(changes))
         m = self.metrics
-        for ev in batch:
-            m.latency.observe(max(time.time() - ev.message.timestamp, 0.0))
+        now = time.time()
+        for msg in batch:
+            m.latency.observe(max(now - msg.timestamp, 0.0))
         m.batch_seconds.observe(time.monotonic() - started)
 
-    async def _admit(self, ev: Any, wall: float, pending: list) -> Item | None:
-        msg = ev.message
+    def _admit(self, msg: Any, wall: float, outbox: list) -> Item | None:
+        """The message as an Item for the pipeline, or None with what to send instead
+        (a dead letter, or the event forwarded to its customer's partition) in `outbox`."""
+        s = self.settings
         # ticks come from this app's own topic; a producer cannot inject one on an input topic
-        if msg.topic not in self.settings.input_topics and _header(msg, KIND_HEADER) == TICK:
+        if msg.topic not in s.input_topics and _header(msg, KIND_HEADER) == TICK:
             tick = _parse_tick(msg.key, msg.value)
             if tick is not None:
                 return Item(tick[0], None, tick[1], ref=msg)
-        parsed = parse_event(msg.value, self.settings.max_event_bytes)
-        if isinstance(parsed, Event) and self.settings.clock == "wall" \
-                and parsed.occurred_at > wall + self.settings.max_future_s:
+        parsed = parse_event(msg.value, s.max_event_bytes)
+        if isinstance(parsed, Event) and s.clock == "wall" and parsed.occurred_at > wall + s.max_future_s:
             parsed = InvalidEvent("timestamp_out_of_range",
                                   f"occurred_at is {parsed.occurred_at - wall:.0f} s in the future",
                                   msg.value, parsed.customer_id)
         if isinstance(parsed, InvalidEvent):
-            pending.append(await self._dead_letter(parsed, msg))
+            outbox.append(self._dead_letter(parsed, msg))
             return None
         key = parsed.customer_id.encode()
-        if msg.key != key or msg.partition != partition_of(key, self.settings.topic_partitions):
+        if msg.key != key or msg.partition != partition_of(key, s.topic_partitions):
             self.metrics.events.labels(parsed.type, "repartitioned").inc()
-            pending.append(await self.send(self.settings.repartition_topic, key, msg.value, None))
+            outbox.append((s.repartition_topic, key, msg.value, None))
             return None
         self.partition_time[msg.partition] = max(self.partition_time.get(msg.partition, 0.0),
                                                  parsed.occurred_at)
         return Item(parsed.customer_id, parsed, ref=msg)
 
-    async def _dead_letter(self, bad: InvalidEvent, msg: Any) -> Any:
+    def _dead_letter(self, bad: InvalidEvent, msg: Any) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
+        """Count and log a refused message; return the dead letter to send."""
         self.metrics.dead_letters.labels(bad.reason).inc()
         if bad.reason != "late":  # late events are counted under their own type and outcome
             self.metrics.events.labels("unknown", "dead_lettered").inc()
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset,
                     bad.reason, bad.detail)
-        return await self.send(self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
-                               dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
+        return (self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
+                dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
 
     async def _process(self, items: list[Item], wall: float, pending: list) -> dict[int, list[tuple[bytes, bytes]]]:
         """Run the pure pipeline; send its outputs; return the state records for the changelog."""
         s, m = self.settings, self.metrics
-        keys = {i.customer_id: i.customer_id.encode() for i in items}
-        states = {cid: decode_state(raw) for cid, k in keys.items() if (raw := self.table.get(k)) is not None}
+        # an item's message sits on its customer's partition (admitted above, or a tick sent there)
+        keys = {i.customer_id: (i.customer_id.encode(), i.ref.partition) for i in items}
+        store = self.table.data
+        states = {cid: decode_state(raw) for cid, (k, _) in keys.items() if (raw := store.get(k)) is not None}
         ctx = Context(self.artifact, self.policy, s.lateness_s, emitted_at=wall,
                       event_clock=s.clock == "event", emit_max_age_s=s.emit_max_age_s)
         result = process(items, states, ctx)
         changes: dict[int, list[tuple[bytes, bytes]]] = {}
-        store = self.table.data
         for cid, state in result.states.items():
-            key = keys[cid]
+            key, partition = keys[cid]
             self.index.set(key, result.deadlines[cid])  # a tick popped it; set it again even if unchanged
             if state is states.get(cid):
                 continue  # only duplicates, late events or early ticks: nothing to store
@@ -241,7 +254,7 @@ class ChurnApp:
                 self.tracked += 1
             value = encode_state(state)
             store[key] = value
-            changes.setdefault(partition_of(key, s.topic_partitions), []).append((key, value))
+            changes.setdefault(partition, []).append((key, value))
         for trigger in result.triggers:
             pending.append(await self.send(self.settings.trigger_topics[trigger["type"]],
                                            trigger["customer_id"].encode(), encode(trigger), None))
@@ -249,7 +262,7 @@ class ChurnApp:
         for item in result.late:
             bad = InvalidEvent("late", f"older than the customer's newest event by more than {s.lateness_s:.0f} s",
                                item.ref.value, item.customer_id)
-            pending.append(await self._dead_letter(bad, item.ref))
+            pending.append(await self.send(*self._dead_letter(bad, item.ref)))
         self._record(result)
         return changes
 

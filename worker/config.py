@@ -37,8 +37,10 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     data_dir: Path = Path("churn-data")
+    input_mode: Literal["batch", "stream"] = Field(
+        "batch", description="batch: a fetch at a time beneath faust's stream; stream: a faust agent")
     batch_size: int = Field(2000, ge=1, le=100_000)
-    batch_within_s: float = Field(0.1, gt=0, le=60)
+    batch_within_s: float = Field(0.1, gt=0, le=60, description="stream mode: how long a batch may wait to fill")
     max_event_bytes: int = Field(65_536, ge=256)
     timer_interval_s: float = Field(1.0, gt=0, le=3600)
     lateness_s: float = Field(3 * 86400, ge=0, description="out-of-order tolerance per customer")
@@ -47,6 +49,7 @@ class Settings(BaseSettings):
         2 * 86400, ge=0, description="wall clock: events older than this update state but fire nothing")
     offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(2000, ge=1)
+    fetch_max_wait_ms: int = Field(100, ge=0, le=60_000, description="Kafka fetch.max.wait.ms (faust fixes 1500)")
     session_timeout_s: float = Field(60.0, ge=1, description="consumer group session timeout")
     rebalance_timeout_s: float = Field(60.0, ge=1, description="how long a rebalance may take")
     log_level: str = "info"

@@ -57,7 +57,7 @@ class FakeSink:
 
 @pytest.fixture()
 def churn(tmp_path):
-    settings = load_settings(kafka_bootstrap="127.0.0.1:1", clock="event", data_dir=tmp_path,
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1", clock="event", data_dir=tmp_path, input_mode="stream",
                              batch_size=50, batch_within_s=0.05, model_dir=ROOT / "models" / "churn-v1")
     journal: list[str] = []
     sink = FakeSink(journal)

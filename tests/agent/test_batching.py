@@ -1,0 +1,44 @@
+"""How the default (batch) input mode is wired into faust, without a broker."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from worker.app import ChurnApp
+from worker.batching import BatchConsumer
+from worker.config import load_settings
+from worker.metrics import Metrics
+from worker.policy import load_policy
+from worker.scoring import load_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def churn_app(tmp_path, **overrides) -> ChurnApp:
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path,
+                             model_dir=ROOT / "models" / "churn-v1", **overrides)
+    return ChurnApp(settings, load_artifact(settings.model_dir), load_policy(settings.policy_path), Metrics())
+
+
+def test_batch_mode_reads_inputs_and_forwarded_events_beneath_the_stream(tmp_path):
+    churn = churn_app(tmp_path, input_topics="a,b", batch_size=123)
+    app = churn.app
+    assert isinstance(app.consumer, BatchConsumer)
+    assert app.batch_topics == {"a", "b", churn.settings.repartition_topic}
+    assert app.batch_size == 123 and app.batch_handler is not None
+    assert "customer-events" not in app.agents  # no per-event agent in this mode
+
+
+def test_stream_mode_runs_a_faust_agent_instead(tmp_path):
+    churn = churn_app(tmp_path, input_mode="stream")
+    assert churn.app.batch_handler is None and "customer-events" in churn.app.agents
+
+
+def test_the_consumer_waits_for_fetches_as_configured(tmp_path):
+    churn = churn_app(tmp_path, fetch_max_wait_ms=75)
+
+    async def build():
+        thread = churn.app.consumer._new_consumer_thread()
+        return thread._create_worker_consumer(churn.app.transport)
+
+    assert asyncio.run(build())._fetch_max_wait_ms == 75  # faust would fix 1500

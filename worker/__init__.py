@@ -1,0 +1,1 @@
+"""churn-worker: churn-risk scoring and retention triggers over Kafka event streams."""

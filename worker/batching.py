@@ -1,0 +1,138 @@
+"""Batch input beneath faust's per-event stream.
+
+faust hands every fetched record to its streams one at a time: a task per record to race
+the flow-control signal, a decode into an Event, a queue put, a queue get, sensors, the
+current-event bookkeeping and an ack. For this worker that machinery costs more than the
+work itself (see the README's Performance section). `BatchApp` keeps everything faust does
+for the app (group membership, partition assignment, the changelog table and its
+recovery, standbys, rebalancing, offset commits) and changes one thing: records of the
+topics it is told about go from the fetch straight to one handler, as a list of faust
+`Message`s, while every other topic (the table's changelog during recovery and on
+standbys) still goes through faust's conductor, record by record.
+
+The messages are tracked and acked through faust's own consumer, so its commit
+bookkeeping, gap handling and `wait_empty` on rebalance see them exactly as they would see
+a stream's. A fetch that straddles a rebalance is dropped before it is tracked, as faust's
+streams skip such messages; faust seeks back to the committed offsets and fetches again.
+
+`fetch_max_wait_ms` is Kafka's `fetch.max.wait.ms`, which faust fixes at 1500 ms. A broker
+holds a fetch up to that long when it has less than `fetch.min.bytes` (1 byte) to return;
+a broker that holds it the full time whenever the partition is idle at request time adds
+the wait to every event's latency, so the worker sets it (CHURN_FETCH_MAX_WAIT_MS).
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+BatchHandler = Callable[[list[Any]], Awaitable[None]]
+
+
+class BatchApp(faust.App):
+    """A faust app whose consumer delivers `batch_topics` to `batch_handler` in batches."""
+
+    batch_source: Any = None  # a faust Topic; its topics are consumed in batches
+    batch_handler: BatchHandler | None = None
+    batch_size: int = 2000
+    fetch_max_wait_ms: int | None = None
+
+    @property
+    def batch_topics(self) -> frozenset[str]:
+        return frozenset(self.batch_source.topics) if self.batch_source is not None else frozenset()
+
+    def _new_transport(self) -> Any:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.batch_source is not None and self.batch_handler is not None:
+            # what iterating the topic in an agent would do: the consumer subscribes to it
+            self.topics.add(self.batch_source)
+
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = int(wait_ms)  # read when the consumer starts its fetcher
+        return consumer
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """faust's fetch loop (faust.transport.consumer.Consumer._drain_messages), with the
+        batch topics' records handed over a fetch at a time."""
+        app = self.app
+        handler = getattr(app, "batch_handler", None)
+        batch_topics = getattr(app, "batch_topics", frozenset())
+        if handler is None or not batch_topics:
+            return await super()._drain_messages(fetcher)
+        size = max(1, int(getattr(app, "batch_size", 2000)))
+        callback, to_message = self.callback, self._to_message
+        read_offset = self._read_offset
+        acks_enabled_for = app.topics.acks_enabled_for
+        stopping = lambda: self._stopped.is_set() or fetcher._stopped.is_set()  # noqa: E731
+        try:
+            while not stopping():
+                records, active = await self._wait_next_records(1.0)
+                await self.sleep(0)
+                if not records or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    await self.perform_seek()  # as faust's getmany: refetch from the committed offsets
+                    continue
+                generation = app.consumer_generation_id
+                batch: list[Any] = []
+                for tp, tp_records in records.items():
+                    if active is not None and tp not in active and tp not in self._buffered_partitions:
+                        continue
+                    app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    mine = tp.topic in batch_topics
+                    for record in tp_records:
+                        offset, last = record.offset, read_offset[tp]
+                        if last is not None and offset < last:
+                            continue  # already delivered (faust drops these too)
+                        if last and offset - last > 1 and acks_enabled_for(tp.topic):
+                            await self._add_gap(tp, last + 1, offset)
+                        message = to_message(tp, record)
+                        if mine:
+                            batch.append(message)
+                        else:  # record by record, through faust's conductor
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                        read_offset[tp] = offset
+                if batch:
+                    await app.flow_control.acquire()
+                    if app.consumer_generation_id != generation or not app.flow_control.is_active():
+                        continue  # fetched before a rebalance: faust seeks back to the committed offsets
+                    await self._deliver(batch, handler, size)
+        except (*self.consumer_stopped_errors, asyncio.CancelledError):
+            if self.transport.app.should_stop:
+                return  # stopping anyway
+            raise
+
+    async def _deliver(self, batch: list[Any], handler: BatchHandler, size: int) -> None:
+        track, ack = self.track_message, self.ack
+        for message in batch:
+            message.tracked = True
+            track(message)
+        for start in range(0, len(batch), size):
+            chunk = batch[start:start + size]
+            await handler(chunk)
+            for message in chunk:
+                ack(message)
+        commit_every = self._commit_every
+        if commit_every is not None and self._n_acked >= commit_every:
+            self._n_acked = 0
+            await self.commit()
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    Consumer = BatchConsumer
