@@ -77,13 +77,24 @@ class ChangelogWriter:
             await self.producer.start()
         futures = []
         for partition, records in partitioned.items():
-            batch = self.producer.create_batch()
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                    futures.append(await self.producer.send_batch(batch, self.topic, partition=partition))
-                    batch = self.producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            futures.append(await self.producer.send_batch(batch, self.topic, partition=partition))
+            # The last record goes in a batch of its own: some Kafka-protocol brokers (Tansu)
+            # report a partition's end offset as its last batch's base offset + 1, and faust's
+            # recovery reads the changelog only up to that end offset. Kafka is exact either way.
+            *most, last = records
+            for chunk in (most, [last]):
+                if chunk:
+                    futures += await self._send(partition, chunk)
+        return futures
+
+    async def _send(self, partition: int, records: list[tuple[bytes, bytes]]) -> list[Any]:
+        futures = []
+        batch = self.producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                futures.append(await self.producer.send_batch(batch, self.topic, partition=partition))
+                batch = self.producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        futures.append(await self.producer.send_batch(batch, self.topic, partition=partition))
         return futures
 
 
