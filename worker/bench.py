@@ -4,6 +4,8 @@
     faust_bare_eps  a bare faust agent iterating the same topic (worker.bench_faust)
     naive_eps       the worker processing one event at a time (CHURN_BATCH_SIZE=1)
     worker_eps      the worker as shipped, at steady state (20%..90% of the stream)
+    *_stream_eps    the same two with a faust agent reading the input (CHURN_INPUT_MODE=stream):
+                    what reading a fetch at a time beneath faust's stream buys
     latency         event append -> trigger append, p50/p95/p99, at a fixed offered load
     memory, state size, timer tick cost at 1,000,000 customers, training time for 1,000,000 events
 
@@ -254,7 +256,7 @@ def memory_probe(customers: int) -> dict:
         table[key] = encode_state(typical(i) if i < 1000 else sample)  # a new bytes object each
         index.set(key, T0 + 86400 * 30 + i)
     after = _rss_bytes()
-    return {"customers": customers, "resident_bytes_per_customer": (after - before) / customers,
+    return {"memory_customers": customers, "resident_bytes_per_customer": (after - before) / customers,
             "state_bytes": len(encode_state(sample))}
 
 
@@ -279,7 +281,7 @@ def tick_probe(customers: int, due: int = 1000, repeats: int = 200) -> dict:
         popped = index.pop_due(now, limit=10_000)
         with_due.append(time.perf_counter() - started)
         assert len(popped) == due
-    return {"customers": customers, "tick_none_due_s": sorted(none_due)[len(none_due) // 2],
+    return {"tick_customers": customers, "tick_none_due_s": sorted(none_due)[len(none_due) // 2],
             "tick_1000_due_s": sorted(with_due)[len(with_due) // 2], "due": due}
 
 
@@ -376,12 +378,14 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
     print(f"raw_eps {out['raw_eps']:.0f}", flush=True)
     out["faust_bare_eps"] = faust_bare(bootstrap, topic, len(stream))
     print(f"faust_bare_eps {out['faust_bare_eps']:.0f}", flush=True)
-    naive = start_worker(bootstrap, topic, workdir, CHURN_BATCH_SIZE="1", CHURN_CLOCK="event")
-    try:
-        out["naive_eps"] = window_eps(naive, sizes.naive_window_s)
-    finally:
-        naive.stop()
-    print(f"naive_eps {out['naive_eps']:.0f}", flush=True)
+    for key, mode in (("naive_eps", "batch"), ("naive_stream_eps", "stream"), ("worker_stream_eps", "stream")):
+        size = "1" if key.startswith("naive") else "2000"
+        run = start_worker(bootstrap, topic, workdir, CHURN_BATCH_SIZE=size, CHURN_INPUT_MODE=mode, CHURN_CLOCK="event")
+        try:
+            out[key] = window_eps(run, sizes.naive_window_s)
+        finally:
+            run.stop()
+        print(f"{key} {out[key]:.0f}", flush=True)
     shipped = start_worker(bootstrap, topic, workdir, CHURN_CLOCK="event")
     try:
         out["worker_eps"] = steady_eps(shipped, len(stream))
@@ -428,6 +432,8 @@ def table(r: dict) -> str:
         ("bare faust agent (iterate + parse)", f"{r['faust_bare_eps']:,.0f} events/s"),
         ("worker, one event at a time", f"{r['naive_eps']:,.0f} events/s"),
         ("worker as shipped (steady state)", f"{r['worker_eps']:,.0f} events/s"),
+        ("the same two through a faust agent (stream mode)",
+         f"{r['naive_stream_eps']:,.0f} and {r['worker_stream_eps']:,.0f} events/s"),
         ("the pure core alone, no faust or broker", f"{r['core_eps']:,.0f} events/s"),
         ("worker / raw, / faust bare, / naive",
          "{worker_over_raw:.3f}  {worker_over_faust_bare:.2f}  {worker_over_naive:.1f}".format(**r["ratios"])),
