@@ -42,3 +42,18 @@ def test_the_consumer_waits_for_fetches_as_configured(tmp_path):
         return thread._create_worker_consumer(churn.app.transport)
 
     assert asyncio.run(build())._fetch_max_wait_ms == 75  # faust would fix 1500
+
+
+def test_the_faust_internals_the_batch_consumer_relies_on_are_there(tmp_path):
+    """worker.batching re-implements faust's fetch loop on these; a faust upgrade that
+    renames or drops one must fail here, not in production."""
+    from faust.transport.consumer import Consumer
+
+    for name in ("_wait_next_records", "_add_gap", "perform_seek", "track_message", "ack", "commit",
+                 "wait_first", "_to_message", "highwater"):
+        assert callable(getattr(BatchConsumer, name)), name
+    consumer = churn_app(tmp_path).app.consumer
+    for name in ("_read_offset", "_buffered_partitions", "_commit_every", "_n_acked", "flow_active", "callback",
+                 "suspend_flow"):
+        assert hasattr(consumer, name), name
+    assert "_drain_messages" in vars(Consumer)  # the loop BatchConsumer replaces
