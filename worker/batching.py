@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import Any
 
 import faust
@@ -87,7 +88,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if not records or self.should_stop:
                     continue
                 if not self.flow_active:
-                    await self.perform_seek()  # as faust's getmany: refetch from the committed offsets
+                    try:  # as faust's getmany: refetch from the committed offsets
+                        await self.perform_seek()
+                    except Exception as exc:  # a rebalance under way can refuse it; its own seek follows
+                        self.log.warning("seek to the committed offsets failed: %r", exc)
                     continue
                 generation = app.consumer_generation_id
                 batch: list[Any] = []
@@ -112,22 +116,43 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await app.flow_control.acquire()
                     if app.consumer_generation_id != generation or not app.flow_control.is_active():
                         continue  # fetched before a rebalance: faust seeks back to the committed offsets
-                    await self._deliver(batch, handler, size)
+                    await self._deliver_shielded(batch, handler, size, generation)
         except (*self.consumer_stopped_errors, asyncio.CancelledError):
             if self.transport.app.should_stop:
                 return  # stopping anyway
             raise
 
-    async def _deliver(self, batch: list[Any], handler: BatchHandler, size: int) -> None:
-        track, ack = self.track_message, self.ack
-        for message in batch:
-            message.tracked = True
-            track(message)
+    async def _deliver_shielded(self, batch: list[Any], handler: BatchHandler, size: int, generation: int) -> None:
+        """Stopping the worker cancels this loop; a batch under way finishes first (bounded by
+        the rebalance timeout), so its outputs, state and offsets stay together. faust's own
+        loop only queues records, and its streams finish their batch the same way."""
+        delivery = asyncio.ensure_future(self._deliver(batch, handler, size, generation))
+        try:
+            await asyncio.shield(delivery)
+        except asyncio.CancelledError:
+            if not delivery.done():
+                self.log.info("stopping: finishing the batch under way first")
+                await asyncio.wait([delivery], timeout=self.app.conf.broker_rebalance_timeout)
+            raise
+
+    async def _deliver(self, batch: list[Any], handler: BatchHandler, size: int, generation: int) -> None:
+        app = self.app
+        track, ack, on_out = self.track_message, self.ack, app.sensors.on_message_out
+        inbound = app.monitor.stream_inbound_time
         for start in range(0, len(batch), size):
+            if not self.flow_active or app.consumer_generation_id != generation:
+                return  # a rebalance or shutdown began: the rest is refetched from the committed offsets
             chunk = batch[start:start + size]
+            for message in chunk:
+                message.tracked = True
+                track(message)
+            now = monotonic()
+            for tp in {message.tp for message in chunk}:
+                inbound[tp] = now  # what faust's streams record, read by its stalled-partition check
             await handler(chunk)
             for message in chunk:
                 ack(message)
+                on_out(message.tp, message.offset, message)
         commit_every = self._commit_every
         if commit_every is not None and self._n_acked >= commit_every:
             self._n_acked = 0

@@ -49,7 +49,10 @@ class Settings(BaseSettings):
         2 * 86400, ge=0, description="wall clock: events older than this update state but fire nothing")
     offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(2000, ge=1)
-    fetch_max_wait_ms: int = Field(100, ge=0, le=60_000, description="Kafka fetch.max.wait.ms (faust fixes 1500)")
+    fetch_max_wait_ms: int = Field(100, ge=10, le=60_000, description="Kafka fetch.max.wait.ms (faust fixes 1500)")
+    changelog_exact_end_offsets: bool = Field(
+        True, description="end each changelog write with a one-record batch, for brokers (Tansu) that report "
+                          "an end offset ignoring a batch's other records; false saves a produce round trip on Kafka")
     session_timeout_s: float = Field(60.0, ge=1, description="consumer group session timeout")
     rebalance_timeout_s: float = Field(60.0, ge=1, description="how long a rebalance may take")
     log_level: str = "info"
