@@ -7,6 +7,7 @@ offsets are committed, so a new worker carries on without repeating any trigger.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -23,7 +24,7 @@ from .conftest import run, topic_env
 pytestmark = pytest.mark.integration
 T0 = 1767571200.0
 CUSTOMERS = 120
-ORDERS = 6  # per customer: three before the second worker joins, three after
+ORDERS = 6  # per customer: three before the second worker joins, three while it joins
 
 
 def purchases(round_: int) -> list[bytes]:
@@ -69,13 +70,16 @@ def test_a_joining_worker_takes_over_partitions_without_losing_or_repeating_even
         wait_for(lambda: first.consumed() >= CUSTOMERS * 3, 120, "the first worker to apply the first round")
         assert owned(first, settings) == set(range(settings.topic_partitions))
 
+        # the second round arrives while the second worker joins: the group rebalances under input
+        feeder = threading.Thread(target=lambda: run(produce(broker.bootstrap, settings.input_topics[0],
+                                                             purchases(1), rate=40)))
+        feeder.start()
         second = WorkerProcess(broker.bootstrap, {**env, "CHURN_DATA_DIR": str(tmp_path / "b")}, tmp_path / "b.log")
         second.start(timeout=240)  # ready: assigned, recovered from the changelog, not rebalancing
         wait_for(lambda: first.get("/ready")[0] == 200 and owned(second, settings), 120, "the rebalance to settle")
         mine, theirs = owned(first, settings), owned(second, settings)
         assert mine and theirs and not mine & theirs and mine | theirs == set(range(settings.topic_partitions))
-
-        run(produce(broker.bootstrap, settings.input_topics[0], purchases(1)))
+        feeder.join()
 
         def orders() -> dict[str, int]:
             seen = {}
