@@ -115,7 +115,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if batch:
                     await app.flow_control.acquire()
                     if app.consumer_generation_id != generation or not app.flow_control.is_active():
-                        continue  # fetched before a rebalance: faust seeks back to the committed offsets
+                        # fetched before a rebalance: faust seeks back to the committed offsets
+                        self.log.info("dropped %d records fetched before a rebalance", len(batch))
+                        continue
                     await self._deliver_shielded(batch, handler, size, generation)
         except (*self.consumer_stopped_errors, asyncio.CancelledError):
             if self.transport.app.should_stop:
@@ -141,7 +143,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         inbound = app.monitor.stream_inbound_time
         for start in range(0, len(batch), size):
             if not self.flow_active or app.consumer_generation_id != generation:
-                return  # a rebalance or shutdown began: the rest is refetched from the committed offsets
+                # a rebalance or shutdown began: the rest is refetched from the committed offsets
+                self.log.info("flow stopped: leaving %d fetched records for the next assignment", len(batch) - start)
+                return
             chunk = batch[start:start + size]
             for message in chunk:
                 message.tracked = True

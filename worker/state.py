@@ -269,7 +269,8 @@ def features(state: CustomerState, now: float) -> list[float]:
     tenure = max(now - state.first_seen, 0.0) / DAY
     since_purchase = _days_since(state.last_purchase, now)
     gap = mean_purchase_gap_days(state)
-    waiting = [now - t.opened_at for _, t in open_tickets(state)]
+    # a decision at a past deadline may see a ticket opened later: it was not waiting then
+    waiting = [now - t.opened_at for _, t in open_tickets(state) if t.opened_at <= now]
     nps = nps_class(state.last_nps)
     return [
         _days_since(state.last_activity, now),

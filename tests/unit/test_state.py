@@ -279,3 +279,16 @@ def test_rhythm_days():
     assert rhythm_days(monthly) == pytest.approx(30.0)
     bursty = fold([login(at(0, 0, m)) for m in range(5)])  # five logins in five minutes
     assert rhythm_days(bursty) == pytest.approx(1 / 24)
+
+
+def test_a_ticket_opened_after_the_scoring_time_is_not_waiting_then():
+    """A decision at a past deadline may see a state that already holds a later ticket
+    (events of a batch can precede a tick for an earlier time). That ticket was not
+    waiting at the deadline, and a negative wait must never reach the model."""
+    state = fold([support(at(1, 9), "opened", "t-early"), support(at(3, 9), "opened", "t-later")])
+    row = dict(zip(FEATURE_NAMES, features(state, at(2, 9))))
+    assert row["open_tickets"] == 1.0
+    assert row["oldest_open_ticket_hours"] == 24.0
+    only_later = fold([support(at(3, 9), "opened", "t-later")])
+    row = dict(zip(FEATURE_NAMES, features(only_later, at(2, 9))))
+    assert row["open_tickets"] == 0.0 and row["oldest_open_ticket_hours"] == 0.0
