@@ -378,9 +378,10 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
     print(f"raw_eps {out['raw_eps']:.0f}", flush=True)
     out["faust_bare_eps"] = faust_bare(bootstrap, topic, len(stream))
     print(f"faust_bare_eps {out['faust_bare_eps']:.0f}", flush=True)
-    for key, mode in (("naive_eps", "batch"), ("naive_stream_eps", "stream"), ("worker_stream_eps", "stream")):
-        size = "1" if key.startswith("naive") else "2000"
-        run = start_worker(bootstrap, topic, workdir, CHURN_BATCH_SIZE=size, CHURN_INPUT_MODE=mode, CHURN_CLOCK="event")
+    one_at_a_time = {"CHURN_BATCH_SIZE": "1"}
+    for key, mode, extra in (("naive_eps", "batch", one_at_a_time), ("naive_stream_eps", "stream", one_at_a_time),
+                             ("worker_stream_eps", "stream", {})):
+        run = start_worker(bootstrap, topic, workdir, CHURN_INPUT_MODE=mode, CHURN_CLOCK="event", **extra)
         try:
             out[key] = window_eps(run, sizes.naive_window_s)
         finally:

@@ -78,7 +78,7 @@ def test_both_modes_hold_the_same_state(modes):
 
 def test_a_restarted_batch_worker_reads_on_from_its_committed_offsets(modes, broker, tmp_path):
     first = modes["batch"]
-    env = {k: v for k, v in first["env"].items()}
+    env = dict(first["env"])
     again = WorkerProcess(broker.bootstrap, env, tmp_path / "again.log").start()
     try:
         fresh = {"schema_version": 1, "event_id": "modes-fresh-1", "type": "login", "customer_id": "c-fresh",
