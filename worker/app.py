@@ -28,6 +28,7 @@ import numpy as np
 from aiokafka.partitioner import murmur2
 from prometheus_client import generate_latest
 
+from worker import kafka_client
 from worker.batching import BatchApp
 from worker.codec import decode_state, encode_state
 from worker.config import Settings
@@ -66,15 +67,17 @@ class ChangelogWriter:
     before its batch is acked, so state is durable before offsets are committed.
     """
 
-    def __init__(self, bootstrap: str, topic: str, acks: int | str = "all", *, exact_end_offsets: bool = True) -> None:
-        self.bootstrap, self.topic, self.acks = bootstrap, topic, acks
+    def __init__(self, bootstrap: str, topic: str, acks: int | str = "all", *, exact_end_offsets: bool = True,
+                 timeout_s: float = 120.0) -> None:
+        self.bootstrap, self.topic, self.acks, self.timeout_s = bootstrap, topic, acks, timeout_s
         self.exact_end_offsets = exact_end_offsets
         self.producer: Any = None
 
     async def __call__(self, partitioned: dict[int, list[tuple[bytes, bytes]]]) -> list[Any]:
         if self.producer is None:
             from aiokafka import AIOKafkaProducer
-            self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=self.acks, linger_ms=0)
+            self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=self.acks, linger_ms=0,
+                                             request_timeout_ms=int(self.timeout_s * 1000))
             await self.producer.start()
         futures = []
         for partition, records in partitioned.items():
@@ -111,6 +114,7 @@ class ChurnApp:
     def __init__(self, settings: Settings, artifact: ModelArtifact, policy: Policy,
                  metrics: Metrics | None = None, *, broker: str | None = None, sink: Sink | None = None,
                  changelog: ChangelogSink | None = None) -> None:
+        kafka_client.install()  # producers keep the metadata of every topic they send to
         self.settings = settings
         self.artifact = artifact
         self.policy = policy
@@ -124,7 +128,7 @@ class ChurnApp:
         self.send = sink or self._send_to_topic
         self.write_changelog = changelog or ChangelogWriter(
             settings.kafka_bootstrap or "", self.table.changelog_topic.get_topic_name(),
-            exact_end_offsets=settings.changelog_exact_end_offsets)
+            exact_end_offsets=settings.changelog_exact_end_offsets, timeout_s=settings.produce_timeout_s)
         self.metrics.model_info.labels(artifact.version, artifact.kind).set(1)
         self.metrics.policy_info.labels(policy.version).set(1)
 
@@ -139,7 +143,7 @@ class ChurnApp:
             broker_session_timeout=s.session_timeout_s, broker_rebalance_timeout=s.rebalance_timeout_s,
             broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
             web_bind=s.web_host, web_host=s.web_host, web_port=s.web_port, datadir=str(s.data_dir),
-            producer_acks=-1,
+            producer_acks=-1, producer_request_timeout=s.produce_timeout_s,
         )
 
     def _declare(self) -> None:

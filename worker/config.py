@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     changelog_exact_end_offsets: bool = Field(
         True, description="end each changelog write with a one-record batch, for brokers (Tansu) that report "
                           "an end offset ignoring a batch's other records; false saves a produce round trip on Kafka")
+    produce_timeout_s: float = Field(
+        120.0, ge=5, le=1200, description="how long a trigger, dead letter or state write may take to be "
+                                          "acknowledged, retries included; then its batch fails and is redelivered")
     session_timeout_s: float = Field(60.0, ge=1, description="consumer group session timeout")
     rebalance_timeout_s: float = Field(60.0, ge=1, description="how long a rebalance may take")
     log_level: str = "info"

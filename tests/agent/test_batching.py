@@ -57,3 +57,15 @@ def test_the_faust_internals_the_batch_consumer_relies_on_are_there(tmp_path):
                  "suspend_flow"):
         assert hasattr(consumer, name), name
     assert "_drain_messages" in vars(Consumer)  # the loop BatchConsumer replaces
+
+
+def test_sends_are_bounded_and_track_their_topics(tmp_path):
+    from aiokafka.client import AIOKafkaClient
+
+    from worker import kafka_client
+
+    churn = churn_app(tmp_path, produce_timeout_s=45)
+    assert churn.app.conf.producer_request_timeout == 45  # faust's default: 20 minutes
+    assert churn.write_changelog.timeout_s == 45
+    assert kafka_client.installed()  # see worker/kafka_client.py
+    assert "_wait_on_metadata" in vars(AIOKafkaClient) and callable(AIOKafkaClient.add_topic)
