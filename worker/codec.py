@@ -16,6 +16,7 @@ Decoding a record of an unknown format version fails loudly rather than guessing
 from __future__ import annotations
 
 import struct
+from operator import attrgetter
 
 from worker.state import KEPT_DAYS, CustomerState, Ticket
 
@@ -38,7 +39,7 @@ _CODE = {k: i for i, k in enumerate(MEMORY_KEYS)}
 
 def encode_state(state: CustomerState) -> bytes:
     parts = [
-        _pack_times([getattr(state, n) for n in _TIMES]),
+        _pack_times(_get_times(state)),
         _COUNTS.pack(min(state.logins, _U32), min(state.orders, _U32), state.last_csat, state.last_nps,
                      min(state.bad_support, _U16)),  # counts saturate rather than fail
         state.active_days.to_bytes(_BITMAP_BYTES, "little"),
@@ -53,7 +54,7 @@ def encode_state(state: CustomerState) -> bytes:
     return b"".join(parts)
 
 
-def _pack_times(times: list[float]) -> bytes:
+def _pack_times(times: tuple[float, ...]) -> bytes:
     present = whole = 0
     body = []
     for i, t in enumerate(times):
@@ -61,25 +62,33 @@ def _pack_times(times: list[float]) -> bytes:
             present |= 1 << i
             if t.is_integer() and 0 < t <= _WHOLE_MAX:
                 whole |= 1 << i
-                body.append(struct.pack("<I", int(t)))
+                body.append(int(t))
             else:
-                body.append(struct.pack("<d", t))
-    return _FLAGS.pack(FORMAT, present, whole) + b"".join(body)
+                body.append(t)
+    return _times_struct(present, whole).pack(FORMAT, present, whole, *body)
 
 
 def _unpack_times(raw: bytes) -> tuple[list[float], int]:
     _, present, whole = _FLAGS.unpack_from(raw)
-    pos, times = _FLAGS.size, []
-    for i in range(len(_TIMES)):
-        if not present >> i & 1:
-            times.append(0.0)
-        elif whole >> i & 1:
-            times.append(float(struct.unpack_from("<I", raw, pos)[0]))
-            pos += 4
-        else:
-            times.append(struct.unpack_from("<d", raw, pos)[0])
-            pos += 8
-    return times, pos
+    layout = _times_struct(present, whole)
+    values = iter(layout.unpack_from(raw)[3:])
+    times = [float(next(values)) if present >> i & 1 else 0.0 for i in range(len(_TIMES))]
+    return times, layout.size
+
+
+def _times_struct(present: int, whole: int) -> struct.Struct:
+    """The layout of the times block for these flags (a handful of combinations in practice)."""
+    layout = _TIME_LAYOUTS.get((present, whole))
+    if layout is None:
+        fmt = "".join(("I" if whole >> i & 1 else "d") for i in range(len(_TIMES)) if present >> i & 1)
+        layout = struct.Struct(_FLAGS.format + fmt)
+        if len(_TIME_LAYOUTS) < 4096:
+            _TIME_LAYOUTS[(present, whole)] = layout
+    return layout
+
+
+_TIME_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
+_get_times = attrgetter(*_TIMES)
 
 
 def decode_state(raw: bytes) -> CustomerState:

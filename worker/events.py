@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("login", "purchase", "support")
@@ -37,9 +37,9 @@ REASONS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One valid customer event. `occurred_at` is seconds since the epoch (UTC)."""
+class Event(NamedTuple):
+    """One valid customer event. `occurred_at` is seconds since the epoch (UTC).
+    (A named tuple: immutable, and built several times faster than a frozen dataclass.)"""
 
     event_id: str
     type: str
@@ -136,6 +136,8 @@ def _string(obj: dict[str, Any], name: str, required: bool = True) -> Any:
         raise _Refused("bad_field_type", f"{name}: expected string, got {type(value).__name__}")
     if not value or len(value) > MAX_ID_LENGTH:
         raise _Refused("bad_field_value", f"{name}: expected 1..{MAX_ID_LENGTH} characters, got {len(value)}")
+    if value.isascii():  # the common case: one byte a character, no surrogates
+        return value
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate from a \ud800-style JSON escape

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,8 +32,7 @@ from worker.triggers import (
 MAX_CATCH_UP = 64  # deadlines one event can close: 3 + open tickets (at most MAX_TICKETS)
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
     """One input: a valid event, or a silence tick at `deadline` (event is None)."""
 
     customer_id: str
@@ -55,8 +54,7 @@ class Result:
     scores: list[float] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class _Point:
+class _Point(NamedTuple):
     customer_id: str
     state: CustomerState
     now: float

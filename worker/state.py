@@ -295,5 +295,9 @@ def features(state: CustomerState, now: float) -> list[float]:
     ]
 
 
-def _windows(state: CustomerState, now: float) -> tuple[float, ...]:
-    return tuple(float(activity_in(state, now, w)) for w in WINDOW_DAYS)
+def _windows(state: CustomerState, now: float) -> list[float]:
+    """activity_in for each of WINDOW_DAYS, sharing the window arithmetic."""
+    if not state.last_activity:
+        return [0.0] * len(WINDOW_DAYS)
+    base, bits = int(state.last_activity // DAY) - int(now // DAY), state.active_days
+    return [float((bits & ((1 << max(0, min(base + w, KEPT_DAYS))) - 1)).bit_count()) for w in WINDOW_DAYS]

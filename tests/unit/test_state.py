@@ -71,6 +71,11 @@ def test_fold_counts_revenue_and_last_times():
     assert activity_in(s, at(100), 90) == 2   # days 20, 40
     assert activity_in(s, at(99), 90) == 3    # days 10, 20, 40
     assert activity_in(s, at(100), 7) == 0
+    # the features compute the three windows together: the same counts at every "now"
+    for day in range(0, 140, 3):
+        f = dict(zip(FEATURE_NAMES, features(s, at(day, 13)), strict=True))
+        assert [f["activity_7d"], f["activity_30d"], f["activity_90d"]] == \
+            [activity_in(s, at(day, 13), w) for w in (7, 30, 90)], day
 
 
 def test_support_events_are_not_activity():
