@@ -36,10 +36,10 @@ from worker.deadlines import DeadlineIndex
 from worker.events import Event, InvalidEvent, parse_event
 from worker.messages import dead_letter_headers, encode
 from worker.metrics import Metrics
-from worker.pipeline import Context, Item, process
+from worker.pipeline import Context, Item, Result, merge, process
 from worker.policy import Policy
 from worker.scoring import ModelArtifact, score_batch
-from worker.state import FEATURE_NAMES, features
+from worker.state import FEATURE_NAMES, CustomerState, features
 from worker.triggers import pending_deadline
 
 log = logging.getLogger("churn_worker")
@@ -47,6 +47,9 @@ TICK = b"tick"
 KIND_HEADER = "churn.kind"
 # (topic, key, value, headers) -> awaitable future of the broker's acknowledgement
 Sink = Callable[[str, "bytes | None", bytes, "list[tuple[str, bytes]] | None"], Awaitable[Any]]
+# a batch that fails item by item in at least this many items, and in most of them, is the
+# worker's fault rather than the input's (see ChurnApp._isolate)
+ISOLATE_MIN_FAILURES = 10
 REBUILD_YIELD_EVERY = 5000  # keys scanned between event-loop yields when rebuilding the index
 # aiohttp refuses a charset inside content_type; Prometheus reads text 0.0.4 as UTF-8 anyway.
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -259,19 +262,24 @@ class ChurnApp:
         # an item's message sits on its customer's partition (admitted above, or a tick sent there)
         keys = {i.customer_id: (i.customer_id.encode(), i.ref.partition) for i in items}
         store = self.table.data
-        states = {cid: decode_state(raw) for cid, (k, _) in keys.items() if (raw := store.get(k)) is not None}
         ctx = Context(self.artifact, self.policy, s.lateness_s, emitted_at=wall,
                       event_clock=s.clock == "event", emit_max_age_s=s.emit_max_age_s)
-        result = process(items, states, ctx)
+        try:
+            states = {cid: decode_state(raw) for cid, (k, _) in keys.items() if (raw := store.get(k)) is not None}
+            result = process(items, states, ctx)
+            # only duplicates, late events or early ticks leave a state as it was: nothing to store
+            encoded = {cid: encode_state(st) for cid, st in result.states.items() if st is not states.get(cid)}
+        except Exception:
+            states, result, encoded = await self._isolate(items, keys, ctx, pending)
         changes: dict[int, list[tuple[bytes, bytes]]] = {}
-        for cid, state in result.states.items():
+        for cid in result.states:
             key, partition = keys[cid]
             self.index.set(key, result.deadlines[cid])  # a tick popped it; set it again even if unchanged
-            if state is states.get(cid):
-                continue  # only duplicates, late events or early ticks: nothing to store
+            value = encoded.get(cid)
+            if value is None:
+                continue
             if cid not in states:
                 self.tracked += 1
-            value = encode_state(state)
             store[key] = value
             changes.setdefault(partition, []).append((key, value))
         for trigger in result.triggers:
@@ -284,6 +292,41 @@ class ChurnApp:
             pending.append(await self.send(*self._dead_letter(bad, item.ref)))
         self._record(result)
         return changes
+
+    async def _isolate(self, items: list[Item], keys: dict[str, tuple[bytes, int]], ctx: Context,
+                       pending: list) -> tuple[dict[str, CustomerState], Result, dict[str, bytes]]:
+        """The batch failed in the pipeline or the state codec: run it again item by item,
+        in order, and dead-letter the items that fail (`processing_failed`; their customer's
+        state stays as it was), so that one input the code cannot handle does not stop the
+        worker on every restart. When most of a sizeable batch fails, the fault is the
+        worker's, not the input's: it raises, and the worker exits as for any failed batch."""
+        log.error("a batch of %d items failed; running it item by item", len(items), exc_info=True)
+        store = self.table.data
+        stored: dict[str, CustomerState] = {}
+        current: dict[str, CustomerState] = {}
+        merged, encoded = Result(), {}
+        failures: list[tuple[Item, Exception]] = []
+        for item in items:
+            cid = item.customer_id
+            try:
+                if cid not in current and (raw := store.get(keys[cid][0])) is not None:
+                    stored[cid] = current[cid] = decode_state(raw)
+                one = process([item], {cid: current[cid]} if cid in current else {}, ctx)
+                values = {c: encode_state(st) for c, st in one.states.items() if st is not current.get(c)}
+            except Exception as exc:
+                failures.append((item, exc))
+                continue
+            merge(merged, one)
+            current.update(one.states)
+            encoded.update(values)
+        if len(failures) >= ISOLATE_MIN_FAILURES and len(failures) * 2 > len(items):
+            raise RuntimeError(f"{len(failures)} of {len(items)} items failed one by one") from failures[0][1]
+        for item, exc in failures:
+            log.error("dead-lettering an item the worker failed on: %s", item.ref, exc_info=exc)
+            bad = InvalidEvent("processing_failed", f"{type(exc).__name__}: {exc}"[:500], item.ref.value,
+                               item.customer_id)
+            pending.append(await self.send(*self._dead_letter(bad, item.ref)))
+        return stored, merged, encoded
 
     def _record(self, result: Any) -> None:
         m = self.metrics

@@ -34,6 +34,7 @@ REASONS = (
     "oversize", "not_utf8", "bad_json", "not_object", "bad_schema_version",
     "missing_field", "bad_field_type", "bad_field_value", "unknown_event_type",
     "bad_timestamp", "timestamp_out_of_range", "late",
+    "processing_failed",  # valid, but the worker failed on it (ChurnApp._isolate)
 )
 
 

@@ -94,6 +94,18 @@ def process(items: list[Item], states: Mapping[str, CustomerState], ctx: Context
     return result
 
 
+def merge(into: Result, other: Result) -> None:
+    """Add `other` (a later run over later items) to `into`."""
+    into.states.update(other.states)
+    into.deadlines.update(other.deadlines)
+    into.triggers += other.triggers
+    into.late += other.late
+    into.scores += other.scores
+    for counts, more in ((into.holdouts, other.holdouts), (into.quiet, other.quiet),
+                         (into.suppressed, other.suppressed), (into.outcomes, other.outcomes)):
+        counts.update(more)
+
+
 def _advance(item: Item, state: CustomerState, ctx: Context, points: list[_Point], result: Result) -> CustomerState:
     event = item.event
     if event is None:

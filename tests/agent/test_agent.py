@@ -188,3 +188,65 @@ def test_a_batch_that_changes_no_state_writes_no_changelog(churn):
     assert written == 1 and len(app.write_changelog.batches) == 1
     assert app.metrics.registry.get_sample_value(
         "churn_events_consumed_total", {"type": "login", "outcome": "duplicate"}) == 1
+
+
+def test_an_event_the_worker_fails_on_is_dead_lettered_and_the_rest_of_the_batch_is_applied(churn, monkeypatch):
+    """One valid event that the pipeline cannot handle (a bug, simulated here) must not stop
+    the worker on every restart: it goes to the dead-letter topic, the others are applied."""
+    import worker.pipeline as pipeline
+
+    real_apply = pipeline.apply_event
+
+    def apply_or_fail(state, ev):
+        if ev.customer_id == "poison":
+            raise ZeroDivisionError("simulated bug")
+        return real_apply(state, ev)
+
+    monkeypatch.setattr(pipeline, "apply_event", apply_or_fail)
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+
+    async def scenario():
+        async with agent.test_context() as a:
+            await put_keyed(a, app, event(30, "login", "c6", 1), "c6")
+            await put_keyed(a, app, event(31, "login", "poison", 1), "poison")
+            await put_keyed(a, app, event(32, "support", "c6", 2, ticket_id="t", action="resolved", csat=1), "c6")
+            await asyncio.sleep(0.3)
+
+    run(scenario())
+    (_, key, value, headers), = sink.on(app.settings.dead_letter_topic)
+    assert key == b"poison" and json.loads(value)["event_id"] == "a-31"
+    header = dict(headers)
+    assert header["dlq.reason"] == b"processing_failed" and b"ZeroDivisionError" in header["dlq.detail"]
+    assert app.table.get(b"poison") is None
+    state = decode_state(app.table[b"c6"])
+    assert (state.logins, state.last_csat) == (1, 1)  # both of c6's events, in order
+    recovery = [json.loads(v) for _, _, v, _ in sink.on(app.settings.service_recovery_topic)]
+    assert [t["customer_id"] for t in recovery] == ["c6"]
+    assert app.metrics.registry.get_sample_value(
+        "churn_events_dead_lettered_total", {"reason": "processing_failed"}) == 1
+
+
+def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypatch):
+    """A fault in the worker itself (every event fails) is not quarantined event by event."""
+    import worker.app as app_module
+    import worker.pipeline as pipeline
+
+    def always_fail(state, ev):
+        raise ZeroDivisionError("simulated bug")
+
+    monkeypatch.setattr(pipeline, "apply_event", always_fail)
+    exits: list[int] = []
+    monkeypatch.setattr(app_module.os, "_exit", lambda code: exits.append(code))
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+
+    async def scenario():
+        async with agent.test_context() as a:
+            for i in range(12):
+                await put_keyed(a, app, event(40 + i, "login", f"d{i}", 1), f"d{i}")
+            await asyncio.sleep(0.3)
+
+    run(scenario())
+    assert exits and exits[0] == 70
+    assert sink.on(app.settings.dead_letter_topic) == []  # nothing quarantined: it is redelivered
