@@ -266,9 +266,7 @@ class ChurnApp:
                       event_clock=s.clock == "event", emit_max_age_s=s.emit_max_age_s)
         try:
             states = {cid: decode_state(raw) for cid, (k, _) in keys.items() if (raw := store.get(k)) is not None}
-            result = process(items, states, ctx)
-            # only duplicates, late events or early ticks leave a state as it was: nothing to store
-            encoded = {cid: encode_state(st) for cid, st in result.states.items() if st is not states.get(cid)}
+            result, encoded = _decide(items, states, ctx)
         except Exception:
             states, result, encoded = await self._isolate(items, keys, ctx, pending)
         changes: dict[int, list[tuple[bytes, bytes]]] = {}
@@ -311,8 +309,7 @@ class ChurnApp:
             try:
                 if cid not in current and (raw := store.get(keys[cid][0])) is not None:
                     stored[cid] = current[cid] = decode_state(raw)
-                one = process([item], {cid: current[cid]} if cid in current else {}, ctx)
-                values = {c: encode_state(st) for c, st in one.states.items() if st is not current.get(c)}
+                one, values = _decide([item], {cid: current[cid]} if cid in current else {}, ctx)
             except Exception as exc:
                 failures.append((item, exc))
                 continue
@@ -446,6 +443,13 @@ class ChurnApp:
                 "logins": state.logins, "risk_score": round(score, 4),
                 "next_deadline": pending_deadline(self.policy, state),
                 "features": dict(zip(FEATURE_NAMES, row))}
+
+
+def _decide(items: list[Item], states: dict[str, CustomerState], ctx: Context) -> tuple[Result, dict[str, bytes]]:
+    """The pipeline's result, and the encoded states it changed (only duplicates, late
+    events or early ticks leave a state as it was: nothing to store)."""
+    result = process(items, states, ctx)
+    return result, {cid: encode_state(st) for cid, st in result.states.items() if st is not states.get(cid)}
 
 
 def _parse_tick(key: bytes | None, value: bytes | None) -> tuple[str, float] | None:

@@ -238,6 +238,7 @@ def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypat
     monkeypatch.setattr(pipeline, "apply_event", always_fail)
     exits: list[int] = []
     monkeypatch.setattr(app_module.os, "_exit", lambda code: exits.append(code))
+    monkeypatch.setattr(app_module.logging, "shutdown", lambda: None)  # pytest's own handlers stay open
     app, sink = churn
     agent = app.app.agents["customer-events"]
 
