@@ -35,7 +35,7 @@ from worker.config import Settings
 from worker.deadlines import DeadlineIndex
 from worker.events import Event, InvalidEvent, parse_event
 from worker.messages import dead_letter_headers, encode
-from worker.metrics import Metrics
+from worker.metrics import Metrics, observe_many
 from worker.pipeline import Context, Item, Result, merge, process
 from worker.policy import Policy
 from worker.scoring import ModelArtifact, score_batch
@@ -216,8 +216,7 @@ class ChurnApp:
             await asyncio.gather(*await self.write_changelog(changes))
         m = self.metrics
         now = time.time()
-        for msg in batch:
-            m.latency.observe(max(now - msg.timestamp, 0.0))
+        observe_many(m.latency, [max(now - msg.timestamp, 0.0) for msg in batch])
         m.batch_seconds.observe(time.monotonic() - started)
 
     def _admit(self, msg: Any, wall: float, outbox: list) -> Item | None:
@@ -336,8 +335,7 @@ class ChurnApp:
         for kind, n in result.quiet.items():
             m.suppressed.labels(kind, "history").inc(n)
         m.batch_size.observe(len(result.scores))
-        for score in result.scores:
-            m.risk.observe(score)
+        observe_many(m.risk, result.scores)
         m.customers.set(self.tracked)
         m.deadlines.set(len(self.index))
         if self.partition_time:

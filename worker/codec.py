@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from operator import attrgetter
 
-from worker.state import KEPT_DAYS, CustomerState, Ticket
+from worker.state import KEPT_DAYS, RECENT_IDS, CustomerState, Ticket, build_state
 
 FORMAT = 2
 _TIMES = ("first_seen", "last_seen", "last_activity", "first_activity", "last_login", "first_purchase",
@@ -43,7 +43,7 @@ def encode_state(state: CustomerState) -> bytes:
         _COUNTS.pack(min(state.logins, _U32), min(state.orders, _U32), state.last_csat, state.last_nps,
                      min(state.bad_support, _U16)),  # counts saturate rather than fail
         state.active_days.to_bytes(_BITMAP_BYTES, "little"),
-        struct.pack(f"<B{len(state.recent_ids)}I", len(state.recent_ids), *state.recent_ids),
+        bytes((len(state.recent_ids),)), _ids_struct(len(state.recent_ids)).pack(*state.recent_ids),
         bytes([len(state.tickets)]),
     ]
     for ticket_id, t in state.tickets.items():
@@ -68,11 +68,16 @@ def _pack_times(times: tuple[float, ...]) -> bytes:
     return _times_struct(present, whole).pack(FORMAT, present, whole, *body)
 
 
+def _ids_struct(n: int) -> struct.Struct:
+    return _IDS[n] if n < len(_IDS) else struct.Struct(f"<{n}I")
+
+
 def _unpack_times(raw: bytes) -> tuple[list[float], int]:
     _, present, whole = _FLAGS.unpack_from(raw)
     layout = _times_struct(present, whole)
-    values = iter(layout.unpack_from(raw)[3:])
-    times = [float(next(values)) if present >> i & 1 else 0.0 for i in range(len(_TIMES))]
+    times = [0.0] * len(_TIMES)
+    for i, value in zip(_SLOTS[present], layout.unpack_from(raw)[3:]):
+        times[i] = float(value)
     return times, layout.size
 
 
@@ -89,21 +94,23 @@ def _times_struct(present: int, whole: int) -> struct.Struct:
 
 _TIME_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
 _get_times = attrgetter(*_TIMES)
+# which of the times a set of presence flags holds, in order
+_SLOTS = tuple(tuple(i for i in range(len(_TIMES)) if present >> i & 1) for present in range(1 << len(_TIMES)))
+_IDS = tuple(struct.Struct(f"<{n}I") for n in range(RECENT_IDS + 1))
 
 
 def decode_state(raw: bytes) -> CustomerState:
     if not raw or raw[0] != FORMAT:
         raise ValueError(f"customer state format {raw[:1]!r} is not {FORMAT}")
-    times, pos = _unpack_times(raw)
-    values = dict(zip(_TIMES, times, strict=True))
-    counts = _COUNTS.unpack_from(raw, pos)
+    t, pos = _unpack_times(raw)
+    logins, orders, last_csat, last_nps, bad_support = _COUNTS.unpack_from(raw, pos)
     pos += _COUNTS.size
-    values.update(zip(("logins", "orders", "last_csat", "last_nps", "bad_support"), counts, strict=True))
-    values["active_days"] = int.from_bytes(raw[pos:pos + _BITMAP_BYTES], "little")
+    active_days = int.from_bytes(raw[pos:pos + _BITMAP_BYTES], "little")
     pos += _BITMAP_BYTES
     n = raw[pos]
-    values["recent_ids"] = struct.unpack_from(f"<{n}I", raw, pos + 1)
-    pos += 1 + 4 * n
+    ids = _ids_struct(n)
+    recent_ids = ids.unpack_from(raw, pos + 1)
+    pos += 1 + ids.size
     tickets: dict[str, Ticket] = {}
     count, pos = raw[pos], pos + 1
     for _ in range(count):
@@ -119,4 +126,6 @@ def decode_state(raw: bytes) -> CustomerState:
         pos += _MEMORY.size
     if pos != len(raw):
         raise ValueError(f"customer state has {len(raw) - pos} trailing bytes")
-    return CustomerState(**values, tickets=tickets, fired=memory)
+    # in CustomerState's field order; _TIMES order for t
+    return build_state(t[0], t[1], t[2], t[3], t[4], t[5], t[6], logins, orders, t[7], active_days, tickets,
+                       last_csat, t[8], last_nps, t[9], bad_support, t[10], recent_ids, memory)

@@ -5,6 +5,9 @@ Base units (seconds, bytes), counters end in _total, label values are bounded
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from worker.events import EVENT_TYPES, REASONS
@@ -67,3 +70,23 @@ class Metrics:
             self.holdout.labels(t)
             self.suppressed.labels(t, "cooldown")
             self.suppressed.labels(t, "history")
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """`histogram.observe(v)` for every value, with one increment per bucket rather than per
+    value (the worker observes every event's latency and every score: per value, that cost
+    about 4% of a batch). Same exposition; a value of NaN counts in the sum, in no bucket."""
+    if not len(values):
+        return
+    try:  # prometheus_client's own fields, stable across its releases; observe() if they change
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+    except AttributeError:
+        for value in values:
+            histogram.observe(value)
+        return
+    # observe() counts a value in the first bucket whose upper bound is >= it
+    slots = np.searchsorted(np.asarray(bounds), np.asarray(values, dtype=float), side="left")
+    counts = np.bincount(slots, minlength=len(bounds))
+    total.inc(float(np.sum(values)))
+    for i in np.flatnonzero(counts[:len(bounds)]):  # NaN sorts past +Inf, into no bucket
+        buckets[i].inc(int(counts[i]))

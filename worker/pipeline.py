@@ -83,11 +83,11 @@ def process(items: list[Item], states: Mapping[str, CustomerState], ctx: Context
     for item in items:
         state = current.get(item.customer_id) or states.get(item.customer_id) or EMPTY
         current[item.customer_id] = _advance(item, state, ctx, points, result)
-    rows = np.array([features(p.state, p.now) for p in points], dtype=float)
     # an explicit width: a batch of only duplicates, late events or early ticks has no rows
-    scores = score_batch(ctx.artifact, rows.reshape(len(points), len(FEATURE_NAMES)))
+    rows = np.array([features(p.state, p.now) for p in points], dtype=float).reshape(len(points), len(FEATURE_NAMES))
+    scores = score_batch(ctx.artifact, rows)
     result.scores = scores.tolist()
-    _decide_all(points, scores, current, ctx, result)
+    _decide_all(points, rows, scores, current, ctx, result)
     # a tick for a customer this worker no longer holds must not create an empty record
     result.states = {cid: s for cid, s in current.items() if s != EMPTY}
     result.deadlines = {cid: pending_deadline(ctx.policy, s) for cid, s in result.states.items()}
@@ -147,7 +147,7 @@ def _quiet(event_time: float, ctx: Context) -> bool:
     return ctx.wall_now is not None and ctx.wall_now - event_time > ctx.emit_max_age_s
 
 
-def _decide_all(points: list[_Point], scores: np.ndarray, current: dict[str, CustomerState],
+def _decide_all(points: list[_Point], rows: np.ndarray, scores: np.ndarray, current: dict[str, CustomerState],
                 ctx: Context, result: Result) -> None:
     memory = {cid: s.fired for cid, s in current.items()}
     fired: list[tuple[int, Fire]] = []
@@ -167,14 +167,14 @@ def _decide_all(points: list[_Point], scores: np.ndarray, current: dict[str, Cus
     for cid, state in current.items():
         if memory[cid] is not state.fired:
             current[cid] = evolve(state, fired=memory[cid])
-    _build(points, scores, fired, ctx, result)
+    _build(points, rows, scores, fired, ctx, result)
 
 
-def _build(points: list[_Point], scores: np.ndarray, fired: list[tuple[int, Fire]], ctx: Context,
-           result: Result) -> None:
+def _build(points: list[_Point], rows: np.ndarray, scores: np.ndarray, fired: list[tuple[int, Fire]],
+           ctx: Context, result: Result) -> None:
     if not fired:
         return
-    rows = np.array([features(points[i].state, points[i].now) for i, _ in fired])
+    rows = rows[[i for i, _ in fired]]  # the scored rows of the points that fire
     reasons = explain_batch(ctx.artifact, rows)
     for (i, decision), row, why in zip(fired, rows, reasons):
         p = points[i]

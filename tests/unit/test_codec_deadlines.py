@@ -6,7 +6,7 @@ import pytest
 from worker.codec import FORMAT, decode_state, encode_state
 from worker.deadlines import DeadlineIndex
 from worker.pipeline import Context, Item, process
-from worker.state import EMPTY, CustomerState
+from worker.state import EMPTY, CustomerState, Ticket
 from worker.triggers import decide
 
 from .conftest import DAY, HOUR, at, fold, login, purchase, regular_customer, support
@@ -46,6 +46,21 @@ def test_round_trip_equals_the_state(policy, artifact):
         # types survive: floats stay floats, counts stay ints
         assert isinstance(back.revenue, float) and isinstance(back.orders, int)
         assert isinstance(back.active_days, int)
+
+
+def test_round_trip_puts_every_field_back_in_its_place():
+    # every field a different value (whole and fractional times, each count distinct), so a
+    # field decoded into its neighbour's place cannot go unnoticed
+    t0 = 1_767_571_200.0
+    state = CustomerState(
+        first_seen=t0 + 1, last_seen=t0 + 2.5, last_activity=t0 + 3, first_activity=t0 + 4.25, last_login=t0 + 5,
+        first_purchase=t0 + 6, last_purchase=t0 + 7.75, logins=8, orders=9, revenue=10.5, active_days=0b1011,
+        tickets={"t-1": Ticket(t0 + 12, 0.0, t0 + 12.5)}, last_csat=3, last_csat_at=t0 + 14, last_nps=5,
+        last_nps_at=t0 + 16, bad_support=17, last_bad_support_at=t0 + 18.5, recent_ids=(19, 20, 2**32 - 1),
+        fired={"checked_until": t0 + 21, "win_back": t0 + 22.5})
+    back = decode_state(encode_state(state))
+    for name in CustomerState.__dataclass_fields__:
+        assert getattr(back, name) == getattr(state, name), name
 
 
 def test_round_trip_keeps_tickets_and_trigger_memory(policy, artifact):

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from worker.config import DEFAULT_POLICY, Settings, load_settings
 from worker.errors import ConfigError
 from worker.events import EVENT_TYPES, REASONS
-from worker.metrics import OUTCOMES, Metrics
+from worker.metrics import LATENCY_BUCKETS, OUTCOMES, Metrics, observe_many
 from worker.triggers import TRIGGER_TYPES
 
 
@@ -49,6 +49,35 @@ def test_two_metrics_objects_do_not_collide():
     assert second.registry.get_sample_value("churn_risk_score_count") == 0.0
     third = Metrics()  # a registry of its own when none is given
     assert third.registry is not first.registry and third.registry is not second.registry
+
+
+def _histogram_samples(metrics: Metrics) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in metrics.registry.collect() if family.name == "churn_event_processing_latency_seconds"
+            for s in family.samples}
+
+
+def test_observe_many_exposes_what_observe_does():
+    # bounds themselves (le is inclusive), between them, past the last, zero and negative
+    values = [*LATENCY_BUCKETS, 0.0, -1.0, 0.007, 0.25, 0.2500001, 299.0, 301.0, 1e9, 0.05, 0.05]
+    one, many = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    for v in values:
+        one.latency.observe(v)
+    observe_many(many.latency, values)
+    observe_many(many.latency, [])
+    expected, got = _histogram_samples(one), _histogram_samples(many)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value), key
+    assert got[("churn_event_processing_latency_seconds_count", ())] == len(values)
+
+
+def test_observe_many_counts_nan_in_no_bucket_as_observe_does():
+    one, many = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    one.latency.observe(float("nan"))
+    one.latency.observe(0.3)
+    observe_many(many.latency, [float("nan"), 0.3])
+    assert _histogram_samples(many) == pytest.approx(_histogram_samples(one), nan_ok=True)
 
 
 @pytest.fixture
