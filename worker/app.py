@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
-from aiokafka.partitioner import murmur2
 from prometheus_client import generate_latest
 
 from worker import kafka_client
@@ -36,6 +35,7 @@ from worker.deadlines import DeadlineIndex
 from worker.events import Event, InvalidEvent, parse_event
 from worker.messages import dead_letter_headers, encode
 from worker.metrics import Metrics, observe_many
+from worker.partitioner import partition_of
 from worker.pipeline import Context, Item, Result, merge, process
 from worker.policy import Policy
 from worker.scoring import ModelArtifact, score_batch
@@ -53,11 +53,6 @@ ISOLATE_MIN_FAILURES = 10
 REBUILD_YIELD_EVERY = 5000  # keys scanned between event-loop yields when rebuilding the index
 # aiohttp refuses a charset inside content_type; Prometheus reads text 0.0.4 as UTF-8 anyway.
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2, as Java and aiokafka producers use)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class ChangelogWriter:

@@ -305,4 +305,8 @@ def _windows(state: CustomerState, now: float) -> list[float]:
     if not state.last_activity:
         return [0.0] * len(WINDOW_DAYS)
     base, bits = int(state.last_activity // DAY) - int(now // DAY), state.active_days
-    return [float((bits & ((1 << max(0, min(base + w, KEPT_DAYS))) - 1)).bit_count()) for w in WINDOW_DAYS]
+    # the mask of bits 0..covered-1, covered clamped to 0..KEPT_DAYS
+    return [float((bits & _LOW_BITS[max(0, min(base + w, KEPT_DAYS))]).bit_count()) for w in WINDOW_DAYS]
+
+
+_LOW_BITS = tuple((1 << n) - 1 for n in range(KEPT_DAYS + 1))

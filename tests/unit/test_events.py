@@ -202,6 +202,21 @@ def test_ids_that_cannot_be_stored_are_refused():
     assert (wide.reason, "ticket_id" in wide.detail) == ("bad_field_value", True)
 
 
+@pytest.mark.parametrize("literal", [b"18446744073709551615", b"18446744073709551616", b"1" + b"0" * 30])
+def test_huge_integer_scores_are_out_of_range_not_floats(literal):
+    raw = with_fields("support", csat=12345).replace(b"12345", literal)
+    assert literal in raw
+    bad = refused(raw)
+    assert (bad.reason, bad.detail.startswith("csat: expected 1..5")) == ("bad_field_value", True)
+
+
+def test_messages_the_fast_decoder_refuses_keep_the_json_modules_outcome():
+    # NaN and lone surrogates: refused by orjson, read by the json module, then judged field by field
+    assert parse_event(with_fields("purchase", amount="7.50").replace(b'"7.50"', b"NaN")).reason == "bad_field_value"
+    assert parse_event(b"\xff\xfe").reason == "not_utf8"
+    assert parse_event(b'{"schema_version":1,').reason == "bad_json"
+
+
 def test_absurd_amounts_are_refused():
     for amount in (1e308, "10000000000"):
         bad = parse_event(encode(wire("purchase", amount=amount)))
