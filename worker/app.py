@@ -63,6 +63,9 @@ class ChangelogWriter:
     The table's in-memory store is updated directly; faust recovers it from this same
     compacted changelog topic after a restart or rebalance. The handler awaits these sends
     before its batch is acked, so state is durable before offsets are committed.
+
+    Its producer also sends the worker's other messages (`send`: triggers, ticks, dead
+    letters, forwarded events), one at a time but without faust in the way.
     """
 
     def __init__(self, bootstrap: str, topic: str, acks: int | str = "all", *, exact_end_offsets: bool = True,
@@ -71,12 +74,27 @@ class ChangelogWriter:
         self.exact_end_offsets = exact_end_offsets
         self.producer: Any = None
 
-    async def __call__(self, partitioned: dict[int, list[tuple[bytes, bytes]]]) -> list[Any]:
+    async def started(self) -> Any:
+        """The aiokafka producer, started on first use."""
         if self.producer is None:
             from aiokafka import AIOKafkaProducer
-            self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=self.acks, linger_ms=0,
-                                             request_timeout_ms=int(self.timeout_s * 1000))
-            await self.producer.start()
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=self.acks, linger_ms=0,
+                                        request_timeout_ms=int(self.timeout_s * 1000))
+            await producer.start()
+            self.producer = producer
+        return self.producer
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None,
+                   partition: int | None = None) -> Any:
+        """One of the worker's other messages (triggers, ticks, dead letters) on the same
+        producer: aiokafka's send, without faust's per-message machinery (a channel, a
+        pending message and sensors per send), which cost more than building the trigger.
+        Keyed messages go where Kafka's default partitioner puts them, as through faust."""
+        producer = await self.started()
+        return await producer.send(topic, value, key=key, partition=partition, headers=headers or None)
+
+    async def __call__(self, partitioned: dict[int, list[tuple[bytes, bytes]]]) -> list[Any]:
+        await self.started()
         futures = []
         for partition, records in partitioned.items():
             if not self.exact_end_offsets or len(records) == 1:
@@ -148,8 +166,6 @@ class ChurnApp:
         s, app = self.settings, self.app
         raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.source = app.topic(*s.input_topics, s.repartition_topic, partitions=s.topic_partitions, **raw)
-        self.topics = {name: app.topic(name, **raw) for name in (s.dead_letter_topic, *s.trigger_topics.values())}
-        self.topics[s.repartition_topic] = app.topic(s.repartition_topic, partitions=s.topic_partitions, **raw)
         # Values are worker.codec bytes: compact in memory and on the changelog. The agent
         # writes the store and the changelog itself, in batches (ChangelogWriter).
         self.table = app.Table("customer_state", default=None, key_type=bytes, value_type=bytes,
@@ -170,7 +186,7 @@ class ChurnApp:
         partition = None
         if topic == self.settings.repartition_topic and key is not None:
             partition = partition_of(key, self.settings.topic_partitions)
-        return await self.topics[topic].send(key=key, value=value, partition=partition, headers=headers)
+        return await self.write_changelog.send(topic, key, value, headers, partition)
 
     # ---- the agent -------------------------------------------------------------------------
     async def _agent(self, stream: Any) -> None:

@@ -69,3 +69,29 @@ def test_sends_are_bounded_and_track_their_topics(tmp_path):
     assert churn.write_changelog.timeout_s == 45
     assert kafka_client.installed()  # see worker/kafka_client.py
     assert "_wait_on_metadata" in vars(AIOKafkaClient) and callable(AIOKafkaClient.add_topic)
+
+
+def test_the_workers_own_messages_go_through_its_aiokafka_producer(tmp_path):
+    """Triggers, ticks and dead letters are sent with aiokafka directly, not through faust's
+    per-message send; a tick or forwarded event goes to its customer's partition."""
+    import asyncio
+
+    from worker.partitioner import partition_of
+
+    churn = churn_app(tmp_path)
+    sent = []
+
+    async def send(topic, key, value, headers, partition=None):
+        sent.append((topic, key, partition))
+        return "future"
+
+    churn.write_changelog.send = send
+    s = churn.settings
+
+    async def both():
+        return [await churn.send(s.repartition_topic, b"c-42", b"{}", [("churn.kind", b"tick")]),
+                await churn.send(s.trigger_topics["win_back"], b"c-42", b"{}", None)]
+
+    assert asyncio.run(both()) == ["future", "future"]
+    assert sent == [(s.repartition_topic, b"c-42", partition_of(b"c-42", s.topic_partitions)),
+                    (s.trigger_topics["win_back"], b"c-42", None)]  # the default partitioner's choice
