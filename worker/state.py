@@ -273,10 +273,10 @@ def features(state: CustomerState, now: float) -> list[float]:
     tenure = max(now - state.first_seen, 0.0) / DAY
     since_purchase = _days_since(state.last_purchase, now)
     gap = mean_purchase_gap_days(state)
-    orders, revenue, nps = state.orders, state.revenue, state.last_nps
+    orders, revenue = state.orders, state.revenue
     # a decision at a past deadline may see a ticket opened later: it was not waiting then
-    waiting = [now - t.opened_at for t in state.tickets.values()
-               if not t.resolved_at and t.opened_at <= now] if state.tickets else ()
+    waiting = [now - t.opened_at for _, t in open_tickets(state) if t.opened_at <= now] if state.tickets else ()
+    nps = nps_class(state.last_nps)
     return [
         _days_since(state.last_activity, now),
         _days_since(state.last_login, now),
@@ -294,8 +294,8 @@ def features(state: CustomerState, now: float) -> list[float]:
         float(len(waiting)),
         max(waiting, default=0.0) / 3600.0,
         float(state.last_csat),
-        1.0 if 0 <= nps <= 6 else 0.0,  # nps_class: detractor
-        1.0 if nps >= 9 else 0.0,       # nps_class: promoter
+        1.0 if nps == "detractor" else 0.0,
+        1.0 if nps == "promoter" else 0.0,
         _days_since(state.last_bad_support_at, now),
     ]
 

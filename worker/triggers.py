@@ -69,9 +69,9 @@ def deadlines(policy: Policy, state: CustomerState) -> list[float]:
         if state.fired.get("win_back_episode", 0.0) < state.last_activity and "win_back" in state.fired:
             # a lapse suppressed by the cooldown is looked at again when the cooldown ends
             out.append(_win_back_cooldown_end(policy, state))
-    if state.tickets:
+    if state.tickets:  # most customers have none: skip the call
         sla = policy.support.sla_hours * 3600.0
-        out += [t.opened_at + sla for t in state.tickets.values() if not t.resolved_at]
+        out += [t.opened_at + sla for _, t in open_tickets(state)]
     return out
 
 
@@ -170,8 +170,6 @@ def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: E
     """A bad rating just arrived, or the oldest open ticket is past the SLA."""
     if cause is not None and cause.type == "support" and is_bad_rating(cause, policy.support.bad_csat_max):
         return ("service_recovery", "bad_rating", f"rating:{cause.event_id}", cause.occurred_at, None)
-    if not state.tickets:
-        return None
     sla = policy.support.sla_hours * 3600.0
     breached = [(t.opened_at, k) for k, t in open_tickets(state) if now >= t.opened_at + sla]
     if breached:
