@@ -17,6 +17,7 @@ in a faust agent over `take_events` instead.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -393,6 +394,8 @@ class ChurnApp:
                 await asyncio.sleep(0)
         self.partition_time = seen
         self.tracked = count
+        if not self.assigned_once:
+            settle_heap()
         self.assigned_once = True
         self.metrics.customers.set(count)
         self.metrics.deadlines.set(len(self.index))
@@ -452,6 +455,15 @@ class ChurnApp:
                 "logins": state.logins, "risk_score": round(score, 4),
                 "next_deadline": pending_deadline(self.policy, state),
                 "features": dict(zip(FEATURE_NAMES, row))}
+
+
+def settle_heap() -> None:
+    """Move everything alive once the worker is up (modules, the model, faust's services) out
+    of the cyclic collector's reach. A full collection otherwise walks those ~150k objects
+    each time, a pause of ~90 ms on the event loop that lands in the latency tail; objects
+    created later are collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def _decide(items: list[Item], states: dict[str, CustomerState], ctx: Context) -> tuple[Result, dict[str, bytes]]:

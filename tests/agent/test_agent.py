@@ -251,3 +251,20 @@ def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypat
     run(scenario())
     assert exits and exits[0] == 70
     assert sink.on(app.settings.dead_letter_topic) == []  # nothing quarantined: it is redelivered
+
+
+def test_the_first_assignment_moves_the_startup_heap_out_of_the_collectors_reach(churn, monkeypatch):
+    import gc
+
+    app, _ = churn
+    monkeypatch.setattr(app, "active_partitions", lambda: set(range(app.settings.topic_partitions)))
+    gc.unfreeze()
+    try:
+        run(app._on_rebalance_complete())
+        frozen = gc.get_freeze_count()
+        assert frozen > 0 and app.assigned_once
+        later = [[] for _ in range(1000)]  # noqa: F841  objects made after start-up stay collectable
+        run(app._on_rebalance_complete())
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
