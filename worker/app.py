@@ -56,34 +56,35 @@ REBUILD_YIELD_EVERY = 5000  # keys scanned between event-loop yields when rebuil
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
-class ChangelogWriter:
-    """Writes one batch's state changes to the table's changelog topic as record batches
-    per partition (aiokafka's batch API), instead of one buffered faust message per
-    customer: at 100,000 customers that per-message path cost a quarter of the worker.
+class OutputProducer:
+    """Everything the worker writes to Kafka goes out on this one aiokafka producer.
 
-    The table's in-memory store is updated directly; faust recovers it from this same
-    compacted changelog topic after a restart or rebalance. The handler awaits these sends
-    before its batch is acked, so state is durable before offsets are committed.
+    `write_changelog` writes one batch's state changes to the table's changelog topic as
+    record batches per partition (aiokafka's batch API), instead of one buffered faust
+    message per customer: at 100,000 customers that per-message path cost a quarter of the
+    worker. The table's in-memory store is updated directly; faust recovers it from this
+    same compacted changelog topic after a restart or rebalance. The handler awaits these
+    sends before its batch is acked, so state is durable before offsets are committed.
 
-    Its producer also sends the worker's other messages (`send`: triggers, ticks, dead
-    letters, forwarded events), one at a time but without faust in the way.
+    `send` sends the worker's other messages (triggers, ticks, dead letters, forwarded
+    events) one at a time, without faust's per-message machinery in the way.
     """
 
     def __init__(self, bootstrap: str, topic: str, acks: int | str = "all", *, exact_end_offsets: bool = True,
                  timeout_s: float = 120.0) -> None:
         self.bootstrap, self.topic, self.acks, self.timeout_s = bootstrap, topic, acks, timeout_s
         self.exact_end_offsets = exact_end_offsets
-        self.producer: Any = None
+        self.kafka: Any = None
 
     async def started(self) -> Any:
         """The aiokafka producer, started on first use."""
-        if self.producer is None:
+        if self.kafka is None:
             from aiokafka import AIOKafkaProducer
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=self.acks, linger_ms=0,
                                         request_timeout_ms=int(self.timeout_s * 1000))
             await producer.start()
-            self.producer = producer
-        return self.producer
+            self.kafka = producer
+        return self.kafka
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None,
                    partition: int | None = None) -> Any:
@@ -94,7 +95,7 @@ class ChangelogWriter:
         producer = await self.started()
         return await producer.send(topic, value, key=key, partition=partition, headers=headers or None)
 
-    async def __call__(self, partitioned: dict[int, list[tuple[bytes, bytes]]]) -> list[Any]:
+    async def write_changelog(self, partitioned: dict[int, list[tuple[bytes, bytes]]]) -> list[Any]:
         await self.started()
         futures = []
         for partition, records in partitioned.items():
@@ -111,13 +112,13 @@ class ChangelogWriter:
 
     async def _send(self, partition: int, records: list[tuple[bytes, bytes]]) -> list[Any]:
         futures = []
-        batch = self.producer.create_batch()
+        batch = self.kafka.create_batch()
         for key, value in records:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                futures.append(await self.producer.send_batch(batch, self.topic, partition=partition))
-                batch = self.producer.create_batch()
+                futures.append(await self.kafka.send_batch(batch, self.topic, partition=partition))
+                batch = self.kafka.create_batch()
                 batch.append(key=key, value=value, timestamp=None)
-        futures.append(await self.producer.send_batch(batch, self.topic, partition=partition))
+        futures.append(await self.kafka.send_batch(batch, self.topic, partition=partition))
         return futures
 
 
@@ -143,9 +144,10 @@ class ChurnApp:
         self.app = self._make_app(broker or _broker_url(settings))
         self._declare()
         self.send = sink or self._send_to_topic
-        self.write_changelog = changelog or ChangelogWriter(
+        self.producer = OutputProducer(
             settings.kafka_bootstrap or "", self.table.changelog_topic.get_topic_name(),
             exact_end_offsets=settings.changelog_exact_end_offsets, timeout_s=settings.produce_timeout_s)
+        self.write_changelog = changelog or self.producer.write_changelog
         self.metrics.model_info.labels(artifact.version, artifact.kind).set(1)
         self.metrics.policy_info.labels(policy.version).set(1)
 
@@ -168,7 +170,7 @@ class ChurnApp:
         raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.source = app.topic(*s.input_topics, s.repartition_topic, partitions=s.topic_partitions, **raw)
         # Values are worker.codec bytes: compact in memory and on the changelog. The agent
-        # writes the store and the changelog itself, in batches (ChangelogWriter).
+        # writes the store and the changelog itself, in batches (OutputProducer).
         self.table = app.Table("customer_state", default=None, key_type=bytes, value_type=bytes,
                                partitions=s.topic_partitions)
         app.fetch_max_wait_ms = s.fetch_max_wait_ms
@@ -187,7 +189,7 @@ class ChurnApp:
         partition = None
         if topic == self.settings.repartition_topic and key is not None:
             partition = partition_of(key, self.settings.topic_partitions)
-        return await self.write_changelog.send(topic, key, value, headers, partition)
+        return await self.producer.send(topic, key, value, headers, partition)
 
     # ---- the agent -------------------------------------------------------------------------
     async def _agent(self, stream: Any) -> None:

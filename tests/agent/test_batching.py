@@ -66,7 +66,7 @@ def test_sends_are_bounded_and_track_their_topics(tmp_path):
 
     churn = churn_app(tmp_path, produce_timeout_s=45)
     assert churn.app.conf.producer_request_timeout == 45  # faust's default: 20 minutes
-    assert churn.write_changelog.timeout_s == 45
+    assert churn.producer.timeout_s == 45
     assert kafka_client.installed()  # see worker/kafka_client.py
     assert "_wait_on_metadata" in vars(AIOKafkaClient) and callable(AIOKafkaClient.add_topic)
 
@@ -85,7 +85,7 @@ def test_the_workers_own_messages_go_through_its_aiokafka_producer(tmp_path):
         sent.append((topic, key, partition))
         return "future"
 
-    churn.write_changelog.send = send
+    churn.producer.send = send
     s = churn.settings
 
     async def both():
