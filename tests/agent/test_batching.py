@@ -95,3 +95,94 @@ def test_the_workers_own_messages_go_through_its_aiokafka_producer(tmp_path):
     assert asyncio.run(both()) == ["future", "future"]
     assert sent == [(s.repartition_topic, b"c-42", partition_of(b"c-42", s.topic_partitions)),
                     (s.trigger_topics["win_back"], b"c-42", None)]  # the default partitioner's choice
+
+
+def fetch_loop(churn, fetches, *, acquire=None):
+    """Run BatchConsumer._drain_messages over `fetches` (one records map each, then stop),
+    with the handler recording what it is given."""
+    from types import SimpleNamespace
+
+    app, consumer = churn.app, churn.app.consumer
+    delivered: list[list] = []
+
+    async def handler(batch):
+        assert not any(m.acked for m in batch)  # acked once the handler is done with them
+        delivered.append(batch)
+
+    async def wait_next_records(timeout):
+        if fetches:
+            records = fetches.pop(0)
+            return records, set(records)
+        fetcher._stopped.set()
+        return {}, None
+
+    async def go():
+        nonlocal fetcher
+        fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        await consumer._drain_messages(fetcher)
+
+    fetcher = None
+    app.batch_handler = handler
+    consumer._wait_next_records = wait_next_records
+    consumer.highwater = lambda tp: 100
+    if acquire is not None:
+        app.flow_control.acquire = acquire
+    app.flow_control.resume()
+    asyncio.run(go())
+    assert all(m.acked for batch in delivered for m in batch)
+    return [[(m.tp.partition, m.offset) for m in batch] for batch in delivered]
+
+
+def records(topic, partition, *offsets):
+    from aiokafka.structs import ConsumerRecord
+    from faust.types import TP
+
+    tp = TP(topic, partition)
+    return tp, [ConsumerRecord(topic, partition, o, 0, 0, b"k", b"{}", None, 1, 2, []) for o in offsets]
+
+
+def test_fetched_records_reach_the_handler_in_one_batch_and_are_acked(tmp_path):
+    churn = churn_app(tmp_path)
+    topic = churn.settings.input_topics[0]
+    fetch = dict([records(topic, 0, 0, 1), records(topic, 1, 5)])
+    assert fetch_loop(churn, [fetch]) == [[(0, 0), (0, 1), (1, 5)]]
+
+
+def test_a_fetch_that_straddles_a_rebalance_is_dropped_not_delivered(tmp_path, caplog):
+    """faust seeks back to the committed offsets after a rebalance; records fetched under
+    the old assignment must not reach the handler: their partition may be another
+    worker's now."""
+    churn = churn_app(tmp_path)
+    app = churn.app
+    topic = churn.settings.input_topics[0]
+
+    async def rebalance_meanwhile():
+        app.consumer_generation_id += 1
+
+    generation = app.consumer_generation_id
+    fetch = dict([records(topic, 0, 0, 1)])
+    with caplog.at_level("INFO"):
+        assert fetch_loop(churn, [fetch], acquire=rebalance_meanwhile) == []
+    assert "dropped 2 records fetched before a rebalance" in caplog.text
+    assert app.consumer_generation_id == generation + 1
+
+
+def test_a_refused_seek_while_flow_is_stopped_is_logged_and_the_loop_goes_on(tmp_path, caplog):
+    churn = churn_app(tmp_path)
+    consumer = churn.app.consumer
+    topic = churn.settings.input_topics[0]
+    seeks = []
+
+    async def perform_seek():
+        seeks.append(consumer.flow_active)
+        consumer.flow_active = True  # what the rebalance's own seek ends with
+        raise RuntimeError("rebalance in progress")
+
+    consumer.perform_seek = perform_seek
+    consumer.flow_active = False
+    first, second = dict([records(topic, 0, 0)]), dict([records(topic, 0, 0, 1)])
+    with caplog.at_level("WARNING"):
+        delivered = fetch_loop(churn, [first, second])
+    assert seeks == [False]  # the first fetch is not delivered: flow was stopped
+    assert delivered == [[(0, 0), (0, 1)]]
+    assert "seek to the committed offsets failed" in caplog.text
