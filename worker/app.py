@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import orjson
 from prometheus_client import generate_latest
 
 from worker import kafka_client
@@ -368,7 +368,7 @@ class ChurnApp:
             return
         started = time.monotonic()
         due = self.index.pop_due(self.clock_now(), limit=10_000)
-        sent = [await self.send(self.settings.repartition_topic, key, json.dumps({"deadline": deadline}).encode(),
+        sent = [await self.send(self.settings.repartition_topic, key, orjson.dumps({"deadline": deadline}),
                                 [(KIND_HEADER, TICK)]) for key, deadline in due]
         for (key, deadline), outcome in zip(due, await asyncio.gather(*sent, return_exceptions=True)):
             if isinstance(outcome, BaseException):  # not sent: keep the deadline for the next tick
@@ -479,7 +479,7 @@ def _parse_tick(key: bytes | None, value: bytes | None) -> tuple[str, float] | N
     """(customer id, deadline) of a tick this app sent; None for anything else (which is
     then parsed as an event, and dead-lettered if it is not one)."""
     try:
-        deadline = float(json.loads(value or b"")["deadline"])
+        deadline = float(orjson.loads(value or b"")["deadline"])
         return (key or b"").decode(), deadline
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None

