@@ -6,6 +6,8 @@
     worker_eps      the worker as shipped, at steady state (20%..90% of the stream)
     *_stream_eps    the same two with a faust agent reading the input (CHURN_INPUT_MODE=stream):
                     what reading a fetch at a time beneath faust's stream buys
+    produce_ack     one send awaited to its acknowledgement (acks=all), p50, measured just before
+                    naive_eps: the one-at-a-time worker waits about two per event
     latency         event append -> trigger append, p50/p95/p99, at a fixed offered load
     memory, state size, timer tick cost at 1,000,000 customers, training time for 1,000,000 events
 
@@ -180,6 +182,26 @@ async def trigger_times(bootstrap: str, topic: str, expect: int, timeout: float 
         if len(records) >= expect or time.monotonic() > deadline:
             return {record.key.decode(): record.timestamp / 1000.0 for record in records}
         await asyncio.sleep(1)
+
+
+async def produce_ack_probe(bootstrap: str, topic: str, messages: int = 300) -> float:
+    """Median time of one send awaited until the broker acknowledges it (acks=all, no
+    linger), as the worker awaits its triggers and changelog writes. A worker that handles
+    one event at a time waits about two of these per event, so this sets its pace."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    times: list[float] = []
+    try:
+        await (await producer.send(topic, b"warm-up"))
+        for i in range(messages):
+            started = time.perf_counter()
+            await (await producer.send(topic, b"x", key=str(i).encode()))
+            times.append(time.perf_counter() - started)
+    finally:
+        await producer.stop()
+    return percentiles(times)["p50"]
 
 
 async def fetch_wait_probe(bootstrap: str, topic: str, wait_ms: int, messages: int = 200) -> float:
@@ -368,9 +390,9 @@ def run_bench(args) -> int:
 
 def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
     tag = uuid.uuid4().hex[:6]
-    topic, live = f"bench-{tag}-events", f"bench-{tag}-live"
+    topic, live, acks = f"bench-{tag}-events", f"bench-{tag}-live", f"bench-{tag}-acks"
     stream = bench_stream(sizes.events, sizes.customers)
-    asyncio.run(create_topics(bootstrap, [topic, live], 4))
+    asyncio.run(create_topics(bootstrap, [topic, live, acks], 4))
     asyncio.run(produce(bootstrap, topic, stream))
     out = {"events": len(stream), "customers": sizes.customers}
     print(f"stream: {len(stream)} events over {sizes.customers} customers on {topic}", flush=True)
@@ -379,6 +401,8 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
     out["faust_bare_eps"] = faust_bare(bootstrap, topic, len(stream))
     print(f"faust_bare_eps {out['faust_bare_eps']:.0f}", flush=True)
     one_at_a_time = {"CHURN_BATCH_SIZE": "1"}
+    out["produce_ack_p50_s"] = asyncio.run(produce_ack_probe(bootstrap, acks))  # beside naive_eps, same phase
+    print(f"produce_ack_p50_s {out['produce_ack_p50_s']:.4f}", flush=True)
     for key, mode, extra in (("naive_eps", "batch", one_at_a_time), ("naive_stream_eps", "stream", one_at_a_time),
                              ("worker_stream_eps", "stream", {})):
         run = start_worker(bootstrap, topic, workdir, CHURN_INPUT_MODE=mode, CHURN_CLOCK="event", **extra)
@@ -441,6 +465,8 @@ def table(r: dict) -> str:
         (f"event -> trigger latency at {r['latency_offered_eps']:,.0f} events/s",
          f"p50 {r['latency_p50_s'] * 1000:.0f} ms, p95 {r['latency_p95_s'] * 1000:.0f} ms, "
          f"p99 {r['latency_p99_s'] * 1000:.0f} ms ({r['latency_samples']} triggers)"),
+        ("one send awaited to its acknowledgement (acks=all), p50",
+         f"{r['produce_ack_p50_s'] * 1000:.2f} ms (the one-at-a-time worker waits about two per event)"),
         ("bare consumer delay, fetch wait 1500 ms / 50 ms",
          "p50 {:.0f} ms / {:.0f} ms".format(r["broker_fetch_p50_s_wait_1500ms"] * 1000,
                                             r["broker_fetch_p50_s_wait_50ms"] * 1000)),
