@@ -75,15 +75,19 @@ class OutputProducer:
         self.bootstrap, self.topic, self.acks, self.timeout_s = bootstrap, topic, acks, timeout_s
         self.exact_end_offsets = exact_end_offsets
         self.kafka: Any = None
+        self._starting = asyncio.Lock()
 
     async def started(self) -> Any:
-        """The aiokafka producer, started on first use."""
+        """The aiokafka producer, started on first use. The handler and the timer can both
+        be first; they share one producer."""
         if self.kafka is None:
-            from aiokafka import AIOKafkaProducer
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=self.acks, linger_ms=0,
-                                        request_timeout_ms=int(self.timeout_s * 1000))
-            await producer.start()
-            self.kafka = producer
+            async with self._starting:
+                if self.kafka is None:
+                    from aiokafka import AIOKafkaProducer
+                    producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=self.acks, linger_ms=0,
+                                                request_timeout_ms=int(self.timeout_s * 1000))
+                    await producer.start()
+                    self.kafka = producer
         return self.kafka
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None,

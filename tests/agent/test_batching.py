@@ -186,3 +186,25 @@ def test_a_refused_seek_while_flow_is_stopped_is_logged_and_the_loop_goes_on(tmp
     assert seeks == [False]  # the first fetch is not delivered: flow was stopped
     assert delivered == [[(0, 0), (0, 1)]]
     assert "seek to the committed offsets failed" in caplog.text
+
+
+def test_the_handler_and_the_timer_starting_the_producer_at_once_share_one(tmp_path, monkeypatch):
+    import aiokafka
+
+    made = []
+
+    class Producer:
+        def __init__(self, **config):
+            made.append(self)
+
+        async def start(self):
+            await asyncio.sleep(0.01)  # the broker answers later: the other caller arrives meanwhile
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaProducer", Producer)
+    churn = churn_app(tmp_path)
+
+    async def both():
+        return await asyncio.gather(churn.producer.started(), churn.producer.started())
+
+    first, second = asyncio.run(both())
+    assert first is second and len(made) == 1
