@@ -116,19 +116,14 @@ def fetch_loop(churn, fetches, *, acquire=None):
         fetcher._stopped.set()
         return {}, None
 
-    async def go():
-        nonlocal fetcher
-        fetcher = SimpleNamespace(_stopped=asyncio.Event())
-        await consumer._drain_messages(fetcher)
-
-    fetcher = None
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
     app.batch_handler = handler
     consumer._wait_next_records = wait_next_records
     consumer.highwater = lambda tp: 100
     if acquire is not None:
         app.flow_control.acquire = acquire
     app.flow_control.resume()
-    asyncio.run(go())
+    asyncio.run(consumer._drain_messages(fetcher))
     assert all(m.acked for batch in delivered for m in batch)
     return [[(m.tp.partition, m.offset) for m in batch] for batch in delivered]
 
