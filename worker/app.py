@@ -7,8 +7,10 @@ Data flow:
     input topics --parse--> valid, keyed by customer? ---------------------> agent
                    |             \\-- not keyed by customer id --> <app>-events-by-customer --/
                    \\-- invalid --> dead-letter topic (original bytes, reason, source in headers)
-    timer: deadline index --due--> tick message on <app>-events-by-customer --> agent
-    agent: batch -> pipeline.process -> state table (changelog) + trigger topics
+    agent: batch (+ the silence deadlines due by now) -> pipeline.process
+           -> state table (changelog) + trigger topics
+    timer, when no batch ran since its last tick (an idle worker's silence checks):
+           deadline index --due--> tick message on <app>-events-by-customer --> agent
 
 "agent" is, by default (CHURN_INPUT_MODE=batch), a handler fed a fetch at a time from
 beneath faust's stream (worker.batching); CHURN_INPUT_MODE=stream runs the same handler
@@ -22,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -126,6 +128,13 @@ class OutputProducer:
         return futures
 
 
+class DueCheck(NamedTuple):
+    """The source of a silence check taken from the deadline index into a batch: no
+    message, only the partition its customer's state lives on."""
+
+    partition: int
+
+
 # (partition -> [(key, value)]) -> futures of the broker's acknowledgements
 ChangelogSink = Callable[[dict[int, list[tuple[bytes, bytes]]]], Awaitable[list[Any]]]
 
@@ -145,6 +154,7 @@ class ChurnApp:
         self.partition_time: dict[int, float] = {}  # partition -> max event time seen
         self.tracked = 0
         self.assigned_once = False  # a worker with no partitions (spare replica) is still ready
+        self.batch_since_tick = False  # a batch ran since the timer's last tick: it takes the due deadlines
         self.app = self._make_app(broker or _broker_url(settings))
         self._declare()
         self.send = sink or self._send_to_topic
@@ -221,6 +231,8 @@ class ChurnApp:
         wall = time.time()
         outbox: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]] = []
         items = [item for msg in batch if (item := self._admit(msg, wall, outbox)) is not None]
+        items += self._due_checks()
+        self.batch_since_tick = True
         pending = [await self.send(*out) for out in outbox]
         changes: dict[int, list[tuple[bytes, bytes]]] = {}
         if items:
@@ -262,6 +274,28 @@ class ChurnApp:
         self.partition_time[msg.partition] = max(self.partition_time.get(msg.partition, 0.0),
                                                  parsed.occurred_at)
         return Item(parsed.customer_id, parsed, ref=msg)
+
+    def _due_checks(self) -> list[Item]:
+        """Silence deadlines due by now, checked in this batch after its events rather than
+        sent round through Kafka as ticks: a busy worker's timer then finds little left.
+
+        Safe to do here: the handler runs while faust tracks its messages, and a rebalance
+        waits for those (`wait_empty`) before it revokes a partition, so these customers'
+        partitions stay assigned until their state is written. The index holds only the
+        active partitions' customers; a key of another partition (an index not yet rebuilt
+        after a rebalance) is left to the rebuild."""
+        if not len(self.index) or not self.is_ready():
+            return []
+        now = self.clock_now()
+        due = self.index.pop_due(now, limit=self.settings.batch_size)
+        if not due:
+            return []
+        active, n = self.active_partitions(), self.settings.topic_partitions
+        # up to now: every deadline due by now, each decided at its own time (as a tick would one by one)
+        items = [Item(key.decode(), None, now, ref=DueCheck(part)) for key, _ in due
+                 if (part := partition_of(key, n)) in active]
+        self.metrics.silence_checks.labels("batch").inc(len(items))
+        return items
 
     def _dead_letter(self, bad: InvalidEvent, msg: Any) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
         """Count and log a refused message; return the dead letter to send."""
@@ -336,6 +370,10 @@ class ChurnApp:
         if len(failures) >= ISOLATE_MIN_FAILURES and len(failures) * 2 > len(items):
             raise RuntimeError(f"{len(failures)} of {len(items)} items failed one by one") from failures[0][1]
         for item, exc in failures:
+            if isinstance(item.ref, DueCheck):  # no message to dead-letter: its next event re-arms it
+                log.error("a silence check failed and is dropped (customer's partition %d)", item.ref.partition,
+                          exc_info=exc)
+                continue
             log.error("dead-lettering an item the worker failed on: %s", item.ref, exc_info=exc)
             bad = InvalidEvent("processing_failed", f"{type(exc).__name__}: {exc}"[:500], item.ref.value,
                                item.customer_id)
@@ -368,12 +406,18 @@ class ChurnApp:
         return self.watermark() if self.settings.clock == "event" else time.time()
 
     async def _tick(self) -> None:
+        """Send a tick for each due deadline, when no batch has run since the last tick: a
+        busy worker checks them in its batches (`_due_checks`), an idle one gets them here."""
         if not self.is_ready() or not len(self.index):
+            return
+        if self.batch_since_tick:
+            self.batch_since_tick = False
             return
         started = time.monotonic()
         due = self.index.pop_due(self.clock_now(), limit=10_000)
         sent = [await self.send(self.settings.repartition_topic, key, orjson.dumps({"deadline": deadline}),
                                 [(KIND_HEADER, TICK)]) for key, deadline in due]
+        self.metrics.silence_checks.labels("timer").inc(len(due))
         for (key, deadline), outcome in zip(due, await asyncio.gather(*sent, return_exceptions=True)):
             if isinstance(outcome, BaseException):  # not sent: keep the deadline for the next tick
                 log.warning("tick for a customer was not sent (%r); retrying on the next tick", outcome)

@@ -49,6 +49,9 @@ class Metrics:
                                registry=r)
         self.tick_seconds = Histogram("churn_timer_tick_duration_seconds", "Inactivity timer tick cost",
                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.silence_checks = Counter("churn_silence_checks_total",
+                                      "Due silence deadlines taken from the index: into a batch, or sent "
+                                      "by the timer as ticks", ["path"], registry=r)
         self.watermark = Gauge("churn_event_time_watermark_seconds",
                                "Event-time watermark (min over active partitions of max event time)",
                                registry=r)
@@ -63,6 +66,8 @@ class Metrics:
             for o in OUTCOMES:
                 self.events.labels(t, o)
         self.events.labels("unknown", "dead_lettered")
+        for path in ("batch", "timer"):
+            self.silence_checks.labels(path)
         for reason in REASONS:
             self.dead_letters.labels(reason)
         for t in TRIGGER_TYPES:

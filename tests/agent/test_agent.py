@@ -171,6 +171,59 @@ def test_a_silence_tick_fires_the_win_back_at_its_deadline(churn):
     assert win_back[0]["event_time"] < format_time(T0 + 100 * DAY)
 
 
+def _ready_with(app, partitions):
+    """What the first assignment does, without a broker: the worker is ready and holds
+    `partitions`."""
+    app.assigned_once = True
+    app.active_partitions = lambda: set(partitions)
+
+
+def test_a_deadline_due_by_a_batch_is_checked_in_that_batch_not_sent_as_a_tick(churn):
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+    _ready_with(app, range(app.settings.topic_partitions))
+    quiet, busy = "c4", "c4x"
+    assert partition_of(quiet.encode(), 4) == partition_of(busy.encode(), 4)  # one partition: one watermark
+
+    async def scenario():
+        async with agent.test_context() as a:
+            for i in range(5):
+                await put_keyed(a, app, event(30 + i, "login", quiet, 1 + i), quiet)
+            await asyncio.sleep(0.3)
+            assert len(app.index) == 1  # its deadlines wait; event time is still at day 5
+            await put_keyed(a, app, event(40, "login", busy, 100), busy)  # event time moves 95 days on
+            await asyncio.sleep(0.3)
+
+    run(scenario())
+    win_back = [json.loads(v) for _, k, v, _ in sink.on(app.settings.win_back_topic) if k == quiet.encode()]
+    assert [t["rule"] for t in win_back] == ["lapsed"]
+    assert win_back[0]["event_time"] < format_time(T0 + 100 * DAY)  # decided at its own deadline
+    assert sink.on(app.settings.repartition_topic) == []  # no tick went round through Kafka
+    checks = app.metrics.registry.get_sample_value("churn_silence_checks_total", {"path": "batch"})
+    assert checks >= 1
+    assert decode_state(app.table[quiet.encode()]).fired["checked_until"] >= T0 + 5 * DAY
+
+
+def test_a_due_deadline_of_a_partition_no_longer_held_is_not_checked(churn):
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+    quiet, busy = "c4", "c4x"
+    part = partition_of(quiet.encode(), 4)
+
+    async def scenario():
+        async with agent.test_context() as a:
+            for i in range(5):
+                await put_keyed(a, app, event(50 + i, "login", quiet, 1 + i), quiet)
+            await asyncio.sleep(0.3)
+            _ready_with(app, set(range(4)) - {part})  # revoked; the index not yet rebuilt
+            await put_keyed(a, app, event(60, "login", busy, 100), busy)
+            await asyncio.sleep(0.3)
+
+    run(scenario())
+    assert not [k for _, k, _, _ in sink.on(app.settings.win_back_topic) if k == quiet.encode()]
+    assert "checked_until" not in decode_state(app.table[quiet.encode()]).fired
+
+
 def test_a_batch_that_changes_no_state_writes_no_changelog(churn):
     app, sink = churn
     agent = app.app.agents["customer-events"]
