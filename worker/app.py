@@ -313,10 +313,12 @@ class ChurnApp:
         # an item's message sits on its customer's partition (admitted above, or a tick sent there)
         keys = {i.customer_id: (i.customer_id.encode(), i.ref.partition) for i in items}
         store = self.table.data
+        # the memory store's own dict: its Mapping methods cost a call each on every key
+        stored = store.data if isinstance(getattr(store, "data", None), dict) else store
         ctx = Context(self.artifact, self.policy, s.lateness_s, emitted_at=wall,
                       event_clock=s.clock == "event", emit_max_age_s=s.emit_max_age_s)
         try:
-            states = {cid: decode_state(raw) for cid, (k, _) in keys.items() if (raw := store.get(k)) is not None}
+            states = {cid: decode_state(raw) for cid, (k, _) in keys.items() if (raw := stored.get(k)) is not None}
             result, encoded = _decide(items, states, ctx)
         except Exception:
             states, result, encoded = await self._isolate(items, keys, ctx, pending)
@@ -329,7 +331,7 @@ class ChurnApp:
                 continue
             if cid not in states:
                 self.tracked += 1
-            store[key] = value
+            stored[key] = value
             changes.setdefault(partition, []).append((key, value))
         for trigger in result.triggers:
             pending.append(await self.send(self.settings.trigger_topics[trigger["type"]],

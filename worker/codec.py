@@ -38,34 +38,45 @@ _CODE = {k: i for i, k in enumerate(MEMORY_KEYS)}
 
 
 def encode_state(state: CustomerState) -> bytes:
+    ids, tickets, memory = state.recent_ids, state.tickets, state.fired
     parts = [
         _pack_times(_get_times(state)),
-        _COUNTS.pack(min(state.logins, _U32), min(state.orders, _U32), state.last_csat, state.last_nps,
-                     min(state.bad_support, _U16)),  # counts saturate rather than fail
-        state.active_days.to_bytes(_BITMAP_BYTES, "little"),
-        bytes((len(state.recent_ids),)), _ids_struct(len(state.recent_ids)).pack(*state.recent_ids),
-        bytes([len(state.tickets)]),
+        _middle_struct(len(ids)).pack(  # counts saturate rather than fail
+            min(state.logins, _U32), min(state.orders, _U32), state.last_csat, state.last_nps,
+            min(state.bad_support, _U16), state.active_days.to_bytes(_BITMAP_BYTES, "little"), len(ids), *ids),
+        bytes((len(tickets),)),
     ]
-    for ticket_id, t in state.tickets.items():
+    for ticket_id, t in tickets.items():
         raw = ticket_id.encode()
-        parts += [bytes([len(raw)]), raw, _TICKET.pack(t.opened_at, t.resolved_at, t.status_at)]
-    parts.append(bytes([len(state.fired)]))
-    parts += [_MEMORY.pack(_CODE[k], v) for k, v in state.fired.items()]
+        parts += [bytes((len(raw),)), raw, _TICKET.pack(t.opened_at, t.resolved_at, t.status_at)]
+    flat: list[float] = []
+    for k, v in memory.items():
+        flat += (_CODE[k], v)
+    parts.append(_memory_struct(len(memory)).pack(len(memory), *flat))
     return b"".join(parts)
 
 
 def _pack_times(times: tuple[float, ...]) -> bytes:
     present = whole = 0
     body = []
-    for i, t in enumerate(times):
+    for bit, t in zip(_BITS, times):
         if t:
-            present |= 1 << i
+            present |= bit
             if t.is_integer() and 0 < t <= _WHOLE_MAX:
-                whole |= 1 << i
+                whole |= bit
                 body.append(int(t))
             else:
                 body.append(t)
     return _times_struct(present, whole).pack(FORMAT, present, whole, *body)
+
+
+def _middle_struct(n: int) -> struct.Struct:
+    """Counts, the activity bitmap and n recent event-id keys, in one layout."""
+    return _MIDDLE[n] if n < len(_MIDDLE) else struct.Struct(f"{_MIDDLE_HEAD}{n}I")
+
+
+def _memory_struct(n: int) -> struct.Struct:
+    return _MEMORIES[n] if n < len(_MEMORIES) else struct.Struct("<B" + "Bd" * n)
 
 
 def _ids_struct(n: int) -> struct.Struct:
@@ -97,6 +108,10 @@ _get_times = attrgetter(*_TIMES)
 # which of the times a set of presence flags holds, in order
 _SLOTS = tuple(tuple(i for i in range(len(_TIMES)) if present >> i & 1) for present in range(1 << len(_TIMES)))
 _IDS = tuple(struct.Struct(f"<{n}I") for n in range(RECENT_IDS + 1))
+_BITS = tuple(1 << i for i in range(len(_TIMES)))
+_MIDDLE_HEAD = f"{_COUNTS.format}{_BITMAP_BYTES}sB"
+_MIDDLE = tuple(struct.Struct(f"{_MIDDLE_HEAD}{n}I") for n in range(RECENT_IDS + 1))
+_MEMORIES = tuple(struct.Struct("<B" + "Bd" * n) for n in range(len(MEMORY_KEYS) + 1))
 
 
 def decode_state(raw: bytes) -> CustomerState:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import orjson
@@ -211,6 +212,7 @@ def to_json(event: Event) -> dict[str, Any]:
     return out
 
 
+@lru_cache(maxsize=4096)  # a batch stamps one emitted_at on every trigger; deadlines repeat
 def format_time(seconds: float) -> str:
     """RFC 3339 in UTC with a Z suffix, second precision."""
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -18,7 +18,16 @@ from worker.events import Event
 from worker.messages import build_trigger
 from worker.policy import Policy
 from worker.scoring import ModelArtifact, explain_batch, score_batch
-from worker.state import EMPTY, FEATURE_NAMES, CustomerState, apply_event, evolve, features, is_duplicate, is_late
+from worker.state import (
+    EMPTY,
+    FEATURE_NAMES,
+    CustomerState,
+    apply_event,
+    features,
+    is_duplicate,
+    is_late,
+    with_fired,
+)
 from worker.triggers import (
     CHECKED,
     Fire,
@@ -138,7 +147,7 @@ def _close_due(customer_id: str, state: CustomerState, until: float, ctx: Contex
         due = pending_deadline(ctx.policy, state)
         if due is None or due > until:
             break
-        state = evolve(state, fired={**state.fired, CHECKED: due})
+        state = with_fired(state, {**state.fired, CHECKED: due})
         points.append(_Point(customer_id, state, due, None, _quiet(due, ctx)))
     return state
 
@@ -166,7 +175,7 @@ def _decide_all(points: list[_Point], rows: np.ndarray, scores: np.ndarray, curr
                 fired.append((i, d))
     for cid, state in current.items():
         if memory[cid] is not state.fired:
-            current[cid] = evolve(state, fired=memory[cid])
+            current[cid] = with_fired(state, memory[cid])
     _build(points, rows, scores, fired, ctx, result)
 
 

@@ -91,14 +91,23 @@ def apply_event(state: CustomerState, event: Event) -> CustomerState:
     if key in state.recent_ids:
         return state
     t = event.occurred_at
-    common = dict(
-        first_seen=min(state.first_seen, t) if state.first_seen else t,
-        last_seen=max(state.last_seen, t),
-        recent_ids=(state.recent_ids + (key,))[-RECENT_IDS:],
-    )
+    first_seen = min(state.first_seen, t) if state.first_seen else t
+    last_seen = max(state.last_seen, t)
+    recent_ids = (state.recent_ids + (key,))[-RECENT_IDS:]
     if event.type == "support":
-        return evolve(state, **common, **_support(state, event))
-    return evolve(state, **common, **_activity(state, event))
+        return evolve(state, first_seen=first_seen, last_seen=last_seen, recent_ids=recent_ids,
+                      **_support(state, event))
+    last_activity = max(state.last_activity, t)
+    first_activity = min(state.first_activity, t) if state.first_activity else t
+    # anchored at the newest *activity*: support events must not move the window, or the
+    # result would depend on the order they arrive in
+    active_days = _mark_day(state.active_days, state.last_activity, t)
+    if event.type == "login":
+        return _with_login(state, first_seen, last_seen, recent_ids, last_activity, first_activity, active_days,
+                           max(state.last_login, t), state.logins + 1)
+    return _with_purchase(state, first_seen, last_seen, recent_ids, last_activity, first_activity, active_days,
+                          min(state.first_purchase, t) if state.first_purchase else t,
+                          max(state.last_purchase, t), state.orders + 1, state.revenue + event.amount)
 
 
 _FIELDS = tuple(f.name for f in fields(CustomerState))
@@ -124,25 +133,19 @@ evolve = _slot_writer("evolve", "state, **changes", lambda f: f"changes[{f!r}] i
 build_state = _slot_writer("build_state", ", ".join(_FIELDS), lambda f: f)
 
 
-def _activity(state: CustomerState, event: Event) -> dict:
-    t = event.occurred_at
-    changes: dict = dict(
-        last_activity=max(state.last_activity, t),
-        first_activity=min(state.first_activity, t) if state.first_activity else t,
-        # anchored at the newest *activity*: support events must not move the window,
-        # or the result would depend on the order they arrive in
-        active_days=_mark_day(state.active_days, state.last_activity, t),
-    )
-    if event.type == "login":
-        changes.update(last_login=max(state.last_login, t), logins=state.logins + 1)
-    else:
-        changes.update(
-            first_purchase=min(state.first_purchase, t) if state.first_purchase else t,
-            last_purchase=max(state.last_purchase, t),
-            orders=state.orders + 1,
-            revenue=state.revenue + event.amount,
-        )
-    return changes
+def updater(name: str, *changed: str) -> Callable[..., CustomerState]:
+    """`name(state, *values)`: the state with the `changed` fields set to `values`, in that
+    order (what evolve does for a fixed set of fields, without its keyword handling)."""
+    unknown = set(changed) - set(_FIELDS)
+    if unknown:
+        raise ValueError(f"not CustomerState fields: {sorted(unknown)}")
+    return _slot_writer(name, ", ".join(("state", *changed)), lambda f: f if f in changed else f"state.{f}")
+
+
+with_fired = updater("with_fired", "fired")
+_ACTIVITY = ("first_seen", "last_seen", "recent_ids", "last_activity", "first_activity", "active_days")
+_with_login = updater("_with_login", *_ACTIVITY, "last_login", "logins")
+_with_purchase = updater("_with_purchase", *_ACTIVITY, "first_purchase", "last_purchase", "orders", "revenue")
 
 
 def _mark_day(bits: int, last_activity: float, t: float) -> int:

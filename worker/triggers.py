@@ -93,7 +93,11 @@ def _win_back_cooldown_end(policy: Policy, state: CustomerState) -> float:
 
 def next_deadline(policy: Policy, state: CustomerState, after: float) -> float | None:
     """The earliest deadline strictly after `after`, or None when silence needs no check."""
-    return min((d for d in deadlines(policy, state) if d > after), default=None)
+    best = None
+    for d in deadlines(policy, state):
+        if d > after and (best is None or d < best):
+            best = d
+    return best
 
 
 def pending_deadline(policy: Policy, state: CustomerState) -> float | None:

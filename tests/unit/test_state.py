@@ -22,6 +22,8 @@ from worker.state import (
     nps_class,
     open_tickets,
     rhythm_days,
+    updater,
+    with_fired,
 )
 
 from .conftest import DAY, HOUR, at, fold, login, purchase, regular_customer, support
@@ -76,6 +78,48 @@ def test_fold_counts_revenue_and_last_times():
         f = dict(zip(FEATURE_NAMES, features(s, at(day, 13)), strict=True))
         assert [f["activity_7d"], f["activity_30d"], f["activity_90d"]] == \
             [activity_in(s, at(day, 13), w) for w in (7, 30, 90)], day
+
+
+def _distinct_state() -> CustomerState:
+    """Every field a different value, so a field written into the wrong slot shows."""
+    values = {f.name: type(f.default)(i + 1) for i, f in enumerate(fields(CustomerState))
+              if isinstance(f.default, (int, float))}
+    values.update(tickets={"t": Ticket(1.0)}, recent_ids=(7, 8), fired={"win_back": 3.0})
+    return CustomerState(**values)
+
+
+def test_updater_sets_only_its_fields_and_keeps_the_rest():
+    state = _distinct_state()
+    set_two = updater("set_two", "orders", "last_seen")
+    assert set_two(state, 99, 42.0) == replace(state, orders=99, last_seen=42.0)
+    assert with_fired(state, {"checked_until": 5.0}) == replace(state, fired={"checked_until": 5.0})
+    with pytest.raises(ValueError, match="orderz"):
+        updater("bad", "orderz")
+
+
+def test_each_event_type_folds_the_same_as_field_by_field_replacement():
+    """apply_event writes each event type's fields positionally: check them against replace()."""
+    state = _distinct_state()
+    t = at(100)
+    for ev in (login(t), purchase(t, "30.00"), support(t, "resolved", "t", csat=1)):
+        after = apply_event(state, ev)
+        unchanged = {f.name for f in fields(CustomerState)} - _changed_by(ev.type)
+        assert {f: getattr(after, f) for f in unchanged} == {f: getattr(state, f) for f in unchanged}, ev.type
+    login_after = apply_event(state, login(t))
+    assert (login_after.logins, login_after.last_login, login_after.last_activity) == (state.logins + 1, t, t)
+    bought = apply_event(state, purchase(t, "30.00"))
+    assert (bought.orders, bought.revenue, bought.last_purchase) == (state.orders + 1, state.revenue + 30.0, t)
+
+
+def _changed_by(kind: str) -> set[str]:
+    common = {"first_seen", "last_seen", "recent_ids"}
+    activity = common | {"last_activity", "first_activity", "active_days"}
+    if kind == "login":
+        return activity | {"last_login", "logins"}
+    if kind == "purchase":
+        return activity | {"first_purchase", "last_purchase", "orders", "revenue"}
+    return common | {"tickets", "last_csat", "last_csat_at", "bad_support", "last_bad_support_at", "last_nps",
+                     "last_nps_at"}
 
 
 def test_support_events_are_not_activity():
