@@ -27,6 +27,7 @@ _WINDOW_MASK = (1 << KEPT_DAYS) - 1
 # CLV = average order value x purchases per year x expected relationship length.
 EXPECTED_LIFETIME_YEARS = 2.0
 MIN_TENURE_DAYS = 30.0  # frequency over a shorter tenure is noise
+_HOUR_IN_DAYS = 1 / 24
 NEVER_DAYS = 365.0  # "days since" cap for things that never happened
 
 
@@ -91,23 +92,26 @@ def apply_event(state: CustomerState, event: Event) -> CustomerState:
     if key in state.recent_ids:
         return state
     t = event.occurred_at
-    first_seen = min(state.first_seen, t) if state.first_seen else t
-    last_seen = max(state.last_seen, t)
+    # min and max written out (here and below: these run for every event and decision point,
+    # where the builtins' call costs more than the comparison); same results, ties included
+    first_seen = (t if t < state.first_seen else state.first_seen) if state.first_seen else t
+    last_seen = t if t > state.last_seen else state.last_seen
     recent_ids = (state.recent_ids + (key,))[-RECENT_IDS:]
     if event.type == "support":
         return evolve(state, first_seen=first_seen, last_seen=last_seen, recent_ids=recent_ids,
                       **_support(state, event))
-    last_activity = max(state.last_activity, t)
-    first_activity = min(state.first_activity, t) if state.first_activity else t
+    last_activity = t if t > state.last_activity else state.last_activity
+    first_activity = (t if t < state.first_activity else state.first_activity) if state.first_activity else t
     # anchored at the newest *activity*: support events must not move the window, or the
     # result would depend on the order they arrive in
     active_days = _mark_day(state.active_days, state.last_activity, t)
     if event.type == "login":
         return _with_login(state, first_seen, last_seen, recent_ids, last_activity, first_activity, active_days,
-                           max(state.last_login, t), state.logins + 1)
+                           t if t > state.last_login else state.last_login, state.logins + 1)
     return _with_purchase(state, first_seen, last_seen, recent_ids, last_activity, first_activity, active_days,
-                          min(state.first_purchase, t) if state.first_purchase else t,
-                          max(state.last_purchase, t), state.orders + 1, state.revenue + event.amount)
+                          (t if t < state.first_purchase else state.first_purchase) if state.first_purchase else t,
+                          t if t > state.last_purchase else state.last_purchase, state.orders + 1,
+                          state.revenue + event.amount)
 
 
 _FIELDS = tuple(f.name for f in fields(CustomerState))
@@ -225,13 +229,15 @@ def rhythm_days(state: CustomerState) -> float | None:
     """The customer's usual gap between activities, or None with too little history."""
     if state.activities < 3:
         return None
-    return max((state.last_activity - state.first_activity) / DAY / (state.activities - 1), 1 / 24)
+    days = (state.last_activity - state.first_activity) / DAY / (state.activities - 1)
+    return _HOUR_IN_DAYS if _HOUR_IN_DAYS > days else days
 
 
 def clv_estimate(state: CustomerState, now: float) -> float:
     if not state.orders:
         return 0.0
-    tenure_years = max((now - state.first_seen) / DAY, MIN_TENURE_DAYS) / 365.0
+    days = (now - state.first_seen) / DAY
+    tenure_years = (MIN_TENURE_DAYS if MIN_TENURE_DAYS > days else days) / 365.0
     return state.revenue / state.orders * (state.orders / tenure_years) * EXPECTED_LIFETIME_YEARS
 
 
@@ -267,13 +273,18 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 
 def _days_since(t: float, now: float) -> float:
-    return min(max(now - t, 0.0) / DAY, NEVER_DAYS) if t else NEVER_DAYS
+    if not t:
+        return NEVER_DAYS
+    elapsed = now - t
+    days = (0.0 if 0.0 > elapsed else elapsed) / DAY
+    return NEVER_DAYS if NEVER_DAYS < days else days
 
 
 def features(state: CustomerState, now: float) -> list[float]:
     """The model's input, in FEATURE_NAMES order: recency, frequency, monetary value,
     rhythm, support experience. Pure; `now` is the scoring time."""
-    tenure = max(now - state.first_seen, 0.0) / DAY
+    age = now - state.first_seen
+    tenure = (0.0 if 0.0 > age else age) / DAY
     since_purchase = _days_since(state.last_purchase, now)
     gap = mean_purchase_gap_days(state)
     orders, revenue = state.orders, state.revenue
@@ -289,9 +300,9 @@ def features(state: CustomerState, now: float) -> list[float]:
         float(orders),
         revenue,
         revenue / orders if orders else 0.0,
-        orders / max(tenure, MIN_TENURE_DAYS) * 30.0,
+        orders / (MIN_TENURE_DAYS if MIN_TENURE_DAYS > tenure else tenure) * 30.0,
         gap,
-        min(since_purchase / max(gap, 1.0), 50.0),
+        50.0 if 50.0 < (overdue := since_purchase / (1.0 if 1.0 > gap else gap)) else overdue,
         1.0 if orders >= 2 else 0.0,
         clv_estimate(state, now),
         float(len(waiting)),
@@ -309,7 +320,12 @@ def _windows(state: CustomerState, now: float) -> list[float]:
         return [0.0] * len(WINDOW_DAYS)
     base, bits = int(state.last_activity // DAY) - int(now // DAY), state.active_days
     # the mask of bits 0..covered-1, covered clamped to 0..KEPT_DAYS
-    return [float((bits & _LOW_BITS[max(0, min(base + w, KEPT_DAYS))]).bit_count()) for w in WINDOW_DAYS]
+    out = []
+    for w in WINDOW_DAYS:
+        covered = base + w  # bits 0..covered-1, clamped to 0..KEPT_DAYS
+        mask = _LOW_BITS[0 if covered < 0 else KEPT_DAYS if covered > KEPT_DAYS else covered]
+        out.append(float((bits & mask).bit_count()))
+    return out
 
 
 _LOW_BITS = tuple((1 << n) - 1 for n in range(KEPT_DAYS + 1))

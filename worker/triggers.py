@@ -57,7 +57,9 @@ def lapse_days(policy: Policy, state: CustomerState) -> float:
     if rhythm is None:
         return policy.lapse.default_days
     days = rhythm * policy.lapse.rhythm_multiplier
-    return min(max(days, policy.lapse.min_days), policy.lapse.max_days)
+    low, high = policy.lapse.min_days, policy.lapse.max_days
+    days = low if low > days else days
+    return high if high < days else days
 
 
 def deadlines(policy: Policy, state: CustomerState) -> list[float]:
