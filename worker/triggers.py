@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 import zlib
 from dataclasses import dataclass, replace
+from hashlib import sha1
 
 from worker.events import Event
 from worker.policy import Policy
@@ -23,6 +24,7 @@ from worker.state import DAY, CustomerState, is_bad_rating, open_tickets, rhythm
 
 TRIGGER_TYPES = ("follow_up", "win_back", "service_recovery")
 _ID_NAMESPACE = uuid.UUID("6f1c3a0e-4e7b-5d2a-9c61-0b7e1d2f3a45")
+_ID_PREFIX = _ID_NAMESPACE.bytes
 CHECKED = "checked_until"  # trigger memory key: silence evaluated up to this time
 
 
@@ -64,11 +66,12 @@ def lapse_days(policy: Policy, state: CustomerState) -> float:
 
 def deadlines(policy: Policy, state: CustomerState) -> list[float]:
     out: list[float] = []
-    if state.last_activity:
+    last = state.last_activity
+    if last:
         lapse = lapse_days(policy, state) * DAY
-        out += [state.last_activity + lapse * policy.lapse.follow_up_check_at,
-                state.last_activity + lapse]
-        if state.fired.get("win_back_episode", 0.0) < state.last_activity and "win_back" in state.fired:
+        out += [last + lapse * policy.lapse.follow_up_check_at, last + lapse]
+        fired = state.fired
+        if "win_back" in fired and fired.get("win_back_episode", 0.0) < last:
             # a lapse suppressed by the cooldown is looked at again when the cooldown ends
             out.append(_win_back_cooldown_end(policy, state))
     if state.tickets:  # most customers have none: skip the call
@@ -108,7 +111,12 @@ def pending_deadline(policy: Policy, state: CustomerState) -> float | None:
 
 
 def trigger_id(kind: str, customer_id: str, episode: str) -> str:
-    return str(uuid.uuid5(_ID_NAMESPACE, f"{kind}|{customer_id}|{episode}"))
+    """str(uuid.uuid5(_ID_NAMESPACE, "kind|customer|episode")), without building a UUID object."""
+    digest = bytearray(sha1(_ID_PREFIX + f"{kind}|{customer_id}|{episode}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def in_holdout(policy: Policy, customer_id: str) -> bool:
@@ -176,6 +184,8 @@ def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: E
     """A bad rating just arrived, or the oldest open ticket is past the SLA."""
     if cause is not None and cause.type == "support" and is_bad_rating(cause, policy.support.bad_csat_max):
         return ("service_recovery", "bad_rating", f"rating:{cause.event_id}", cause.occurred_at, None)
+    if not state.tickets:  # most customers have none: skip the list
+        return None
     sla = policy.support.sla_hours * 3600.0
     breached = [(t.opened_at, k) for k, t in open_tickets(state) if now >= t.opened_at + sla]
     if breached:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 
 import pytest
 
@@ -165,6 +166,16 @@ def test_trigger_ids_are_deterministic(policy):
     assert c.trigger_id != a.trigger_id
     assert trigger_id("win_back", "c-1", "after:1") == trigger_id("win_back", "c-1", "after:1")
     assert len({trigger_id(k, cid, "e") for k in ("follow_up", "win_back") for cid in ("c-1", "c-2")}) == 4
+
+
+def test_trigger_ids_are_the_documented_uuid5():
+    """Subscribers may recompute an id: uuid5 of the namespace and "type|customer|episode"."""
+    namespace = uuid.UUID("6f1c3a0e-4e7b-5d2a-9c61-0b7e1d2f3a45")
+    rng = random.Random(3)
+    for _ in range(2000):
+        kind, cid = rng.choice(("follow_up", "win_back", "service_recovery")), f"c-{rng.random()}-é€"
+        episode = f"after:{rng.uniform(0, 4e9):.3f}"
+        assert trigger_id(kind, cid, episode) == str(uuid.uuid5(namespace, f"{kind}|{cid}|{episode}"))
 
 
 def test_holdout_percent_100_withholds_every_trigger():
