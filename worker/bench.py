@@ -3,7 +3,9 @@
     raw_eps         aiokafka getmany + json.loads over the benchmark topic
     faust_bare_eps  a bare faust agent iterating the same topic (worker.bench_faust)
     naive_eps       the worker processing one event at a time (CHURN_BATCH_SIZE=1)
-    worker_eps      the worker as shipped, at steady state (20%..90% of the stream)
+    worker_eps      the worker as shipped, at steady state (20%..90% of the stream), and
+                    worker_decisions_per_event: the rows it scored per input event meanwhile
+                    (events, and the silence deadlines that came due)
     *_stream_eps    the same two with a faust agent reading the input (CHURN_INPUT_MODE=stream):
                     what reading a fetch at a time beneath faust's stream buys
     produce_ack     one send awaited to its acknowledgement (acks=all), p50, measured just before
@@ -31,7 +33,7 @@ from pathlib import Path
 from worker.embedded import EmbeddedBroker, free_port
 from worker.events import format_time
 from worker.kafka_io import create_topics, produce
-from worker.process import WorkerProcess
+from worker.process import WorkerProcess, consumed
 
 T0 = 1767571200.0  # 2026-01-05, the benchmark stream's first day
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,19 +116,23 @@ def start_worker(bootstrap: str, topic: str, workdir: Path, **env: str) -> Worke
     return WorkerProcess(bootstrap, env, workdir / f"{tag}.log").start()
 
 
-def steady_eps(run: WorkerProcess, total: int, lo: float = 0.2, hi: float = 0.9, timeout: float = 600.0) -> float:
-    """Events/s between lo and hi of the stream: after warm-up, before the tail."""
-    marks: dict[float, float] = {}
+def steady_eps(run: WorkerProcess, total: int, lo: float = 0.2, hi: float = 0.9,
+               timeout: float = 600.0) -> tuple[float, float]:
+    """Events/s between lo and hi of the stream (after warm-up, before the tail), and the
+    decision points (scored rows: events, and silence deadlines due) per event meanwhile:
+    the work the figure stands for."""
+    marks: dict[float, tuple[float, float, float]] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = run.consumed()
-        now = time.perf_counter()
+        samples = run.metrics()
+        done, now = consumed(samples), time.perf_counter()
+        rows = sum(v for k, v in samples.items() if k[0] == "churn_scoring_batch_size_sum")
         for share in (lo, hi):
             if share not in marks and done >= share * total:
-                marks[share] = (now, done)
+                marks[share] = (now, done, rows)
         if hi in marks:
-            (t0, n0), (t1, n1) = marks[lo], marks[hi]
-            return (n1 - n0) / (t1 - t0)
+            (t0, n0, r0), (t1, n1, r1) = marks[lo], marks[hi]
+            return (n1 - n0) / (t1 - t0), (r1 - r0) / max(n1 - n0, 1)
         time.sleep(0.1)
     raise RuntimeError(f"the worker consumed {run.consumed():.0f} of {total} within {timeout:.0f} s")
 
@@ -414,7 +420,7 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
         print(f"{key} {out[key]:.0f}", flush=True)
     shipped = start_worker(bootstrap, topic, workdir, CHURN_CLOCK="event")
     try:
-        out["worker_eps"] = steady_eps(shipped, len(stream))
+        out["worker_eps"], out["worker_decisions_per_event"] = steady_eps(shipped, len(stream))
     finally:
         shipped.stop()
     print(f"worker_eps {out['worker_eps']:.0f}", flush=True)
@@ -457,7 +463,8 @@ def table(r: dict) -> str:
         ("raw aiokafka getmany + json.loads", f"{r['raw_eps']:,.0f} events/s"),
         ("bare faust agent (iterate + parse)", f"{r['faust_bare_eps']:,.0f} events/s"),
         ("worker, one event at a time", f"{r['naive_eps']:,.0f} events/s"),
-        ("worker as shipped (steady state)", f"{r['worker_eps']:,.0f} events/s"),
+        ("worker as shipped (steady state)", f"{r['worker_eps']:,.0f} events/s "
+         f"({r['worker_decisions_per_event']:.2f} decision points per event)"),
         ("the same two through a faust agent (stream mode)",
          f"{r['naive_stream_eps']:,.0f} and {r['worker_stream_eps']:,.0f} events/s"),
         ("the pure core alone, no faust or broker", f"{r['core_eps']:,.0f} events/s"),
