@@ -280,6 +280,40 @@ def test_an_event_the_worker_fails_on_is_dead_lettered_and_the_rest_of_the_batch
         "churn_events_dead_lettered_total", {"reason": "processing_failed"}) == 1
 
 
+def test_a_silence_check_the_worker_fails_on_is_dropped_and_the_batch_is_applied(churn, monkeypatch, caplog):
+    """A due check has no message to dead-letter: it is logged and dropped (the customer's
+    state stays as it was; its next event re-arms the deadline), the rest goes on."""
+    import worker.pipeline as pipeline
+
+    real_advance = pipeline._advance
+
+    def advance_or_fail(item, state, ctx, points, result):
+        if item.event is None and item.customer_id == "c4":
+            raise ZeroDivisionError("simulated bug")
+        return real_advance(item, state, ctx, points, result)
+
+    monkeypatch.setattr(pipeline, "_advance", advance_or_fail)
+    app, sink = churn
+    agent = app.app.agents["customer-events"]
+    _ready_with(app, range(app.settings.topic_partitions))
+
+    async def scenario():
+        async with agent.test_context() as a:
+            for i in range(5):
+                await put_keyed(a, app, event(70 + i, "login", "c4", 1 + i), "c4")
+            await asyncio.sleep(0.3)
+            before = app.table[b"c4"]
+            await put_keyed(a, app, event(80, "login", "c4x", 100), "c4x")  # makes c4's deadlines due
+            await asyncio.sleep(0.3)
+            return before
+
+    before = run(scenario())
+    assert app.table[b"c4"] == before
+    assert decode_state(app.table[b"c4x"]).logins == 1
+    assert sink.on(app.settings.dead_letter_topic) == [] and sink.on(app.settings.win_back_topic) == []
+    assert "a silence check failed and is dropped" in caplog.text
+
+
 def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypatch):
     """A fault in the worker itself (every event fails) is not quarantined event by event."""
     import worker.app as app_module
