@@ -319,7 +319,6 @@ def _windows(state: CustomerState, now: float) -> list[float]:
     if not state.last_activity:
         return [0.0] * len(WINDOW_DAYS)
     base, bits = int(state.last_activity // DAY) - int(now // DAY), state.active_days
-    # the mask of bits 0..covered-1, covered clamped to 0..KEPT_DAYS
     out = []
     for w in WINDOW_DAYS:
         covered = base + w  # bits 0..covered-1, clamped to 0..KEPT_DAYS
