@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -95,9 +96,9 @@ async def raw_consume(bootstrap: str, topic: str, total: int) -> float:
         await consumer.stop()
 
 
-def faust_bare(bootstrap: str, topic: str, total: int) -> float:
-    done = subprocess.run([sys.executable, "-m", "worker.bench_faust", bootstrap, topic, str(total), str(free_port())],
-                          capture_output=True, text=True, timeout=600)
+def faust_bare(bootstrap: str, topic: str, total: int, workdir: Path) -> float:
+    done = subprocess.run([sys.executable, "-m", "worker.bench_faust", bootstrap, topic, str(total), str(free_port()),
+                           str(workdir / "bare")], capture_output=True, text=True, timeout=600)
     for line in (done.stdout + done.stderr).splitlines():  # faust's worker may log our stdout
         if '"eps"' in line:
             return float(json.loads(line[line.index("{"):])["eps"])
@@ -380,9 +381,13 @@ def run_bench(args) -> int:
         results.update(_probe("memory_probe", sizes.memory_customers))
         results.update(_probe("tick_probe", sizes.memory_customers))
         results.update(_probe("training_probe", sizes.train_events))
+    except BaseException:
+        print(f"benchmark failed; logs kept in {workdir}", file=sys.stderr)
+        raise
     finally:
         if broker:
             broker.stop()
+    shutil.rmtree(workdir, ignore_errors=True)  # logs and worker data: kept only when a run fails
     results["ratios"] = {
         "worker_over_raw": results["worker_eps"] / results["raw_eps"],
         "worker_over_faust_bare": results["worker_eps"] / results["faust_bare_eps"],
@@ -405,7 +410,7 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
     print(f"stream: {len(stream)} events over {sizes.customers} customers on {topic}", flush=True)
     out["raw_eps"] = asyncio.run(raw_consume(bootstrap, topic, len(stream)))
     print(f"raw_eps {out['raw_eps']:.0f}", flush=True)
-    out["faust_bare_eps"] = faust_bare(bootstrap, topic, len(stream))
+    out["faust_bare_eps"] = faust_bare(bootstrap, topic, len(stream), workdir)
     print(f"faust_bare_eps {out['faust_bare_eps']:.0f}", flush=True)
     one_at_a_time = {"CHURN_BATCH_SIZE": "1"}
     out["produce_ack_p50_s"] = asyncio.run(produce_ack_probe(bootstrap, acks))  # beside naive_eps, same phase

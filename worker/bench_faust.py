@@ -1,6 +1,6 @@
 """The faust ceiling for the benchmark: a bare agent that only iterates a topic and
-parses JSON. Run as `python -m worker.bench_faust BOOTSTRAP TOPIC N PORT`; prints one
-JSON line with the rate between its first and N-th event, then exits."""
+parses JSON. Run as `python -m worker.bench_faust BOOTSTRAP TOPIC N PORT DATADIR`; prints
+one JSON line with the rate between its first and N-th event, then exits."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ import time
 def main() -> None:
     import faust
 
-    bootstrap, topic, total, port = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    app = faust.App(f"bench-bare-{os.getpid()}", broker=f"kafka://{bootstrap}", store="memory://",
+    bootstrap, topic, total, port, datadir = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    app = faust.App(f"bench-bare-{os.getpid()}", broker=f"kafka://{bootstrap}", store="memory://", datadir=datadir,
                     web_port=port, web_bind="127.0.0.1", web_host="127.0.0.1", autodiscover=False,
                     broker_session_timeout=6, broker_rebalance_timeout=6, broker_heartbeat_interval=2,
                     consumer_auto_offset_reset="earliest", topic_allow_declare=False)
