@@ -22,6 +22,8 @@ def test_quick_bench_runs_and_writes_every_figure(tmp_path):
     figures = json.loads(out.read_text())
     for key in KEYS:
         assert figures[key] > 0, key
+    before, after = figures["naive_eps_runs"]  # measured either side of the shipped worker
+    assert before > 0 and after > 0 and figures["naive_eps"] == (before + after) / 2
     assert set(figures["ratios"]) == {"worker_over_raw", "worker_over_faust_bare", "worker_over_naive"}
     assert "worker as shipped" in done.stdout
     # a successful run leaves nothing behind: no faust data dir where it ran, no work dir
