@@ -77,6 +77,7 @@ class OutputProducer:
         self.bootstrap, self.topic, self.acks, self.timeout_s = bootstrap, topic, acks, timeout_s
         self.exact_end_offsets = exact_end_offsets
         self.kafka: Any = None
+        self.closed = False
         self._starting = asyncio.Lock()
 
     async def started(self) -> Any:
@@ -84,6 +85,8 @@ class OutputProducer:
         be first; they share one producer."""
         if self.kafka is None:
             async with self._starting:
+                if self.closed:
+                    raise RuntimeError("the output producer is closed: the worker is shutting down")
                 if self.kafka is None:
                     from aiokafka import AIOKafkaProducer
                     producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=self.acks, linger_ms=0,
@@ -91,6 +94,14 @@ class OutputProducer:
                     await producer.start()
                     self.kafka = producer
         return self.kafka
+
+    async def stop(self) -> None:
+        """Send what is still buffered, then close (worker shutdown). For good: a later send
+        fails rather than open a producer that nothing would close."""
+        async with self._starting:
+            producer, self.kafka, self.closed = self.kafka, None, True
+        if producer is not None:
+            await producer.stop()
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None,
                    partition: int | None = None) -> Any:
@@ -155,6 +166,7 @@ class ChurnApp:
         self.tracked = 0
         self.assigned_once = False  # a worker with no partitions (spare replica) is still ready
         self.batch_since_tick = False  # a batch ran since the timer's last tick: it takes the due deadlines
+        self.stopping = False
         self.app = self._make_app(broker or _broker_url(settings))
         self._declare()
         self.send = sink or self._send_to_topic
@@ -194,6 +206,7 @@ class ChurnApp:
             app.agent(self.source, name="customer-events", concurrency=1)(self._agent)
         app.timer(s.timer_interval_s, name="inactivity-timer")(self._tick)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        app.on_before_shutdown.connect(self._on_before_shutdown)
         self._routes()
 
     async def _send_to_topic(self, topic: str, key: bytes | None, value: bytes,
@@ -458,9 +471,18 @@ class ChurnApp:
         topic = self.settings.repartition_topic
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
 
+    async def _on_before_shutdown(self, *args: Any, **kwargs: Any) -> None:
+        """faust has stopped the consumer and waited for the batch under way: flush and close
+        the output producer, and stop the timer from sending (it is no longer ready)."""
+        self.stopping = True
+        self.is_ready()
+        await self.producer.stop()
+        log.info("output producer flushed and closed")
+
     def is_ready(self) -> bool:
         app = self.app
-        ready = self.assigned_once and not app.rebalancing and not app.tables.recovery.in_recovery
+        ready = (self.assigned_once and not self.stopping and not app.rebalancing
+                 and not app.tables.recovery.in_recovery)
         self.metrics.ready.set(1 if ready else 0)
         return ready
 

@@ -203,3 +203,36 @@ def test_the_handler_and_the_timer_starting_the_producer_at_once_share_one(tmp_p
 
     first, second = asyncio.run(both())
     assert first is second and len(made) == 1
+
+
+def test_shutdown_flushes_and_closes_the_output_producer_and_nothing_reopens_it(tmp_path, monkeypatch):
+    import aiokafka
+    import pytest
+
+    made = []
+
+    class Producer:
+        def __init__(self, **config):
+            self.stopped = False
+            made.append(self)
+
+        async def start(self):
+            pass
+
+        async def stop(self):  # aiokafka's stop sends what is buffered, then closes
+            self.stopped = True
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaProducer", Producer)
+    churn = churn_app(tmp_path)
+    churn.assigned_once = True
+
+    async def run():
+        await churn.producer.started()
+        assert churn.is_ready()
+        await churn.app.on_before_shutdown.send()  # what faust sends once the consumer has stopped
+        assert made[0].stopped and not churn.is_ready()  # not ready: the timer sends no more ticks
+        with pytest.raises(RuntimeError, match="closed"):
+            await churn.producer.started()
+
+    asyncio.run(run())
+    assert len(made) == 1

@@ -195,6 +195,7 @@ def test_restart_recovers_state_from_the_changelog(stream, broker, tmp_path):
     before = stream["quiet_before"]
     assert before["known"] and before["orders"] == 10
     stream["worker"].stop()
+    assert "output producer flushed and closed" in stream["worker"].log_tail()  # a clean stop, on SIGTERM
     again = WorkerProcess(broker.bootstrap, {k: v for k, v in stream["worker"].env.items() if k.startswith("CHURN_")
                                              and k not in ("CHURN_WEB_PORT",)}, tmp_path / "worker2.log")
     again.start()
