@@ -94,11 +94,11 @@ def process(items: list[Item], states: Mapping[str, CustomerState], ctx: Context
         current[item.customer_id] = _advance(item, state, ctx, points, result)
     # an explicit width: a batch of only duplicates, late events or early ticks has no rows
     rows = np.array([features(p.state, p.now) for p in points], dtype=float).reshape(len(points), len(FEATURE_NAMES))
-    scores = score_batch(ctx.artifact, rows)
-    result.scores = scores.tolist()
-    _decide_all(points, rows, scores, current, ctx, result)
-    # a tick for a customer this worker no longer holds must not create an empty record
-    result.states = {cid: s for cid, s in current.items() if s != EMPTY}
+    result.scores = score_batch(ctx.artifact, rows).tolist()  # Python floats: indexed per point below
+    _decide_all(points, rows, result.scores, current, ctx, result)
+    # a tick for a customer this worker no longer holds must not create an empty record; such
+    # a customer's state is EMPTY itself (compared by identity: equality compares every field)
+    result.states = {cid: s for cid, s in current.items() if s is not EMPTY}
     result.deadlines = {cid: pending_deadline(ctx.policy, s) for cid, s in result.states.items()}
     return result
 
@@ -156,13 +156,13 @@ def _quiet(event_time: float, ctx: Context) -> bool:
     return ctx.wall_now is not None and ctx.wall_now - event_time > ctx.emit_max_age_s
 
 
-def _decide_all(points: list[_Point], rows: np.ndarray, scores: np.ndarray, current: dict[str, CustomerState],
+def _decide_all(points: list[_Point], rows: np.ndarray, scores: list[float], current: dict[str, CustomerState],
                 ctx: Context, result: Result) -> None:
     memory = {cid: s.fired for cid, s in current.items()}
     fired: list[tuple[int, Fire]] = []
     for i, point in enumerate(points):
         decisions, memory[point.customer_id] = decide_memory(
-            ctx.policy, point.customer_id, point.state, memory[point.customer_id], float(scores[i]),
+            ctx.policy, point.customer_id, point.state, memory[point.customer_id], scores[i],
             point.now, point.cause)
         for d in decisions:
             if isinstance(d, Suppressed):
@@ -179,7 +179,7 @@ def _decide_all(points: list[_Point], rows: np.ndarray, scores: np.ndarray, curr
     _build(points, rows, scores, fired, ctx, result)
 
 
-def _build(points: list[_Point], rows: np.ndarray, scores: np.ndarray, fired: list[tuple[int, Fire]],
+def _build(points: list[_Point], rows: np.ndarray, scores: list[float], fired: list[tuple[int, Fire]],
            ctx: Context, result: Result) -> None:
     if not fired:
         return
@@ -188,7 +188,7 @@ def _build(points: list[_Point], rows: np.ndarray, scores: np.ndarray, fired: li
     for (i, decision), row, why in zip(fired, rows, reasons):
         p = points[i]
         result.triggers.append(build_trigger(
-            decision, customer_id=p.customer_id, state=p.state, score=float(scores[i]),
+            decision, customer_id=p.customer_id, state=p.state, score=scores[i],
             row=row.tolist(), reasons=why, now=p.now,
             emitted_at=ctx.emitted_at,
             policy=ctx.policy, model_version=ctx.artifact.version,

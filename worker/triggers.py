@@ -137,11 +137,15 @@ def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory
     """`decide` on an explicit trigger memory (the batch path carries it beside the state)."""
     if cause is None and memory.get(CHECKED, 0.0) < now:
         memory = {**memory, CHECKED: now}
-    candidates = [c for c in (_service_recovery(policy, state, now, cause),
-                              _activity_trigger(policy, state, score, now)) if c]
+    # service recovery needs a support event or an open ticket; most points have neither
+    recovery = (_service_recovery(policy, state, now, cause)
+                if state.tickets or (cause is not None and cause.type == "support") else None)
+    activity = _activity_trigger(policy, state, score, now)
+    if recovery is None and activity is None:
+        return [], memory  # the common case: nothing applies
+    candidates = [c for c in (recovery, activity) if c]
     decisions: list[Decision] = []
-    if candidates:
-        memory = dict(memory)  # copied only when it may change: the caller's dict is never modified
+    memory = dict(memory)  # copied only when it may change: the caller's dict is never modified
     for kind, rule, episode, key, threshold in candidates:
         if memory.get(_episode_key(kind, rule), 0.0) >= key:
             continue  # this episode has had its trigger; re-armed only by a newer one
@@ -165,18 +169,23 @@ def _episode_key(kind: str, rule: str) -> str:
 def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: float):
     """win_back for a lapsed or very-high-risk customer, else follow_up above its threshold.
     The episode is the customer's latest activity: new activity re-arms both."""
-    if not state.last_activity:
+    last = state.last_activity
+    if not last:
         return None
-    episode = f"after:{state.last_activity:.3f}"
+    risk = policy.risk
+    if score < risk.follow_up_threshold and now < last + policy.lapse.min_days * DAY:
+        # the common case, without the rhythm: under both thresholds (follow-up's is the
+        # lower), and not lapsed, as no lapse is shorter than min_days (the policy checks
+        # min_days <= default_days <= max_days, and the rhythm's is clamped to them)
+        return None
+    episode = f"after:{last:.3f}"
     # the same expression as the lapse deadline, so deciding at that deadline is exact in floats
-    if now >= state.last_activity + lapse_days(policy, state) * DAY:
-        return ("win_back", "lapsed", episode, state.last_activity, None)
-    if score >= policy.risk.win_back_threshold:
-        return ("win_back", "risk_above_threshold", episode, state.last_activity,
-                policy.risk.win_back_threshold)
-    if score >= policy.risk.follow_up_threshold:
-        return ("follow_up", "risk_above_threshold", episode, state.last_activity,
-                policy.risk.follow_up_threshold)
+    if now >= last + lapse_days(policy, state) * DAY:
+        return ("win_back", "lapsed", episode, last, None)
+    if score >= risk.win_back_threshold:
+        return ("win_back", "risk_above_threshold", episode, last, risk.win_back_threshold)
+    if score >= risk.follow_up_threshold:
+        return ("follow_up", "risk_above_threshold", episode, last, risk.follow_up_threshold)
     return None
 
 

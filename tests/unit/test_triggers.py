@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -134,6 +135,15 @@ def test_service_recovery_on_a_bad_rating(policy, rating, bad):
         return
     [fire] = decisions
     assert isinstance(fire, Fire) and (fire.type, fire.rule, fire.threshold) == ("service_recovery", "bad_rating", None)
+
+
+def test_a_bad_rating_fires_from_its_event_alone_whatever_tickets_the_state_keeps(policy):
+    # decide reads the rating from its cause; the state's ticket list (bounded, and empty
+    # for a customer whose tickets were dropped) must not gate it
+    event = support(at(9, 15), "resolved", "t-1", csat=1)
+    state = replace(fold([event], daily_user()), tickets={})
+    [fire] = decide(policy, "c-1", state, LOW, state.last_seen, event)[0]
+    assert (fire.type, fire.rule) == ("service_recovery", "bad_rating")
 
 
 def test_bad_rating_fires_only_with_the_rating_event_as_cause(policy):
