@@ -13,7 +13,9 @@
                     what reading a fetch at a time beneath faust's stream buys
     produce_ack     one send awaited to its acknowledgement (acks=all), p50, measured just before
                     naive_eps: the one-at-a-time worker awaits up to two per event
-    latency         event append -> trigger append, p50/p95/p99, at a fixed offered load
+    latency         event append -> trigger append, p50/p95/p99, at a fixed offered load, and
+                    the worker's CPU meanwhile (latency_worker_cpu, cores): near 1, the worker
+                    was saturated in that phase of the machine and the tail is queueing
     memory, state size, timer tick cost at 1,000,000 customers, training time for 1,000,000 events
 
 Every figure is measured here and now; nothing is asserted. The worker runs as its own
@@ -447,10 +449,23 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def latency(bootstrap: str, topic: str, sizes: Sizes, workdir: Path) -> dict:
     run = start_worker(bootstrap, topic, workdir, CHURN_CLOCK="wall")
     try:
+        cpu0, wall0 = cpu_seconds(run.process.pid), time.perf_counter()
         appended = asyncio.run(offered_load(bootstrap, topic, sizes.latency_eps, sizes.latency_s))
+        # how loaded the worker was meanwhile: near one core, it was saturated and the
+        # latency is queueing, not the path an event takes
+        busy = (cpu_seconds(run.process.pid) - cpu0) / (time.perf_counter() - wall0)
         fired = asyncio.run(trigger_times(bootstrap, run.env["CHURN_SERVICE_RECOVERY_TOPIC"], len(appended)))
     finally:
         run.stop()
@@ -459,7 +474,7 @@ def latency(bootstrap: str, topic: str, sizes: Sizes, workdir: Path) -> dict:
         raise RuntimeError(f"only {len(delays)} of {len(appended)} triggers arrived")
     p = percentiles(delays)
     return {"latency_offered_eps": sizes.latency_eps, "latency_p50_s": p["p50"], "latency_p95_s": p["p95"],
-            "latency_p99_s": p["p99"], "latency_samples": p["n"]}
+            "latency_p99_s": p["p99"], "latency_samples": p["n"], "latency_worker_cpu": busy}
 
 
 def machine() -> str:
@@ -488,7 +503,8 @@ def table(r: dict) -> str:
          "{worker_over_raw:.3f}  {worker_over_faust_bare:.2f}  {worker_over_naive:.1f}".format(**r["ratios"])),
         (f"event -> trigger latency at {r['latency_offered_eps']:,.0f} events/s",
          f"p50 {r['latency_p50_s'] * 1000:.0f} ms, p95 {r['latency_p95_s'] * 1000:.0f} ms, "
-         f"p99 {r['latency_p99_s'] * 1000:.0f} ms ({r['latency_samples']} triggers)"),
+         f"p99 {r['latency_p99_s'] * 1000:.0f} ms ({r['latency_samples']} triggers; "
+         f"worker CPU meanwhile {r['latency_worker_cpu']:.0%} of a core)"),
         ("one send awaited to its acknowledgement (acks=all), p50",
          f"{r['produce_ack_p50_s'] * 1000:.2f} ms (the one-at-a-time worker awaits up to two per event)"),
         ("bare consumer delay, fetch wait 1500 ms / 50 ms",
