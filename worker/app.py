@@ -166,7 +166,6 @@ class ChurnApp:
         self.tracked = 0
         self.assigned_once = False  # a worker with no partitions (spare replica) is still ready
         self.batch_since_tick = False  # a batch ran since the timer's last tick: it takes the due deadlines
-        self.stopping = False
         self.app = self._make_app(broker or _broker_url(settings))
         self._declare()
         self.send = sink or self._send_to_topic
@@ -473,15 +472,14 @@ class ChurnApp:
 
     async def _on_before_shutdown(self, *args: Any, **kwargs: Any) -> None:
         """faust has stopped the consumer and waited for the batch under way: flush and close
-        the output producer, and stop the timer from sending (it is no longer ready)."""
-        self.stopping = True
-        self.is_ready()
+        the output producer. Closed, it makes the worker unready, so the timer sends no more."""
         await self.producer.stop()
+        self.is_ready()
         log.info("output producer flushed and closed")
 
     def is_ready(self) -> bool:
         app = self.app
-        ready = (self.assigned_once and not self.stopping and not app.rebalancing
+        ready = (self.assigned_once and not self.producer.closed and not app.rebalancing
                  and not app.tables.recovery.in_recovery)
         self.metrics.ready.set(1 if ready else 0)
         return ready
