@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +24,8 @@ def test_quick_bench_runs_and_writes_every_figure(tmp_path):
     figures = json.loads(out.read_text())
     for key in KEYS:
         assert figures[key] > 0, key
+    lags = figures["worker_watermark_lag_s"]  # at the two marks of the steady-state window
+    assert len(lags) == 2 and all(math.isfinite(lag) for lag in lags)
     before, after = figures["naive_eps_runs"]  # measured either side of the shipped worker
     assert before > 0 and after > 0 and figures["naive_eps"] == (before + after) / 2
     assert set(figures["ratios"]) == {"worker_over_raw", "worker_over_faust_bare", "worker_over_naive"}
