@@ -15,7 +15,9 @@
                     naive_eps: the one-at-a-time worker awaits up to two per event
     latency         event append -> trigger append, p50/p95/p99, at a fixed offered load, and
                     the worker's CPU meanwhile (latency_worker_cpu, cores): near 1, the worker
-                    was saturated in that phase of the machine and the tail is queueing
+                    was saturated in that phase of the machine and the tail is queueing;
+                    latency_broker_*: the broker's own append -> consume delay at that load,
+                    on a fresh topic, just before (the floor under the worker's figure)
     memory, state size, timer tick cost at 1,000,000 customers, training time for 1,000,000 events
 
 Every figure is measured here and now; nothing is asserted. The worker runs as its own
@@ -189,6 +191,44 @@ async def offered_load(bootstrap: str, topic: str, eps: float, seconds: float) -
     finally:
         await producer.stop()
     return appended
+
+
+async def broker_floor(bootstrap: str, topic: str, eps: float, seconds: float,
+                       fetch_wait_ms: int) -> list[float]:
+    """The broker's own append -> consume delay under the latency step's load: offered_load
+    on a fresh topic of its own, read by a bare aiokafka consumer (the worker's fetch wait,
+    no group), with no worker running. Measured just before the worker's step rather than
+    beside it: a second consumer on the broker slowed the worker's own figure (p50 101-153 ms
+    against 69-146 ms, alternating). The embedded broker's delivery slows as a topic grows
+    (about 15 ms p50 in its first 5 s at 2,000 events/s, over 100 ms after 30 s), and this is
+    the floor under the worker's latency."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    await create_topics(bootstrap, [topic], 4)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=fetch_wait_ms)
+    await consumer.start()
+    delays: list[float] = []
+    expected = int(eps * seconds)
+
+    async def read() -> None:
+        while len(delays) < expected:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            delays.extend(now - record.timestamp / 1000.0 for records in batch.values() for record in records)
+
+    try:
+        await consumer.topics()  # fetches the cluster's metadata
+        consumer.assign([TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())])
+        await consumer.seek_to_beginning()
+        reader = asyncio.create_task(read())
+        await offered_load(bootstrap, topic, eps, seconds)
+        try:
+            await asyncio.wait_for(reader, 30)
+        except TimeoutError:
+            pass  # report what was read
+    finally:
+        await consumer.stop()
+    return delays
 
 
 async def trigger_times(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> dict[str, float]:
@@ -465,6 +505,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def latency(bootstrap: str, topic: str, sizes: Sizes, workdir: Path) -> dict:
+    floor = asyncio.run(broker_floor(bootstrap, f"{topic}-floor", sizes.latency_eps, sizes.latency_s,
+                                     _worker_fetch_wait_ms()))
     run = start_worker(bootstrap, topic, workdir, CHURN_CLOCK="wall")
     try:
         cpu0, wall0 = cpu_seconds(run.process.pid), time.perf_counter()
@@ -478,9 +520,17 @@ def latency(bootstrap: str, topic: str, sizes: Sizes, workdir: Path) -> dict:
     delays = [fired[c] - t for c, t in appended.items() if c in fired]
     if len(delays) < len(appended):
         raise RuntimeError(f"only {len(delays)} of {len(appended)} triggers arrived")
-    p = percentiles(delays)
+    p, bare = percentiles(delays), percentiles(floor)
     return {"latency_offered_eps": sizes.latency_eps, "latency_p50_s": p["p50"], "latency_p95_s": p["p95"],
-            "latency_p99_s": p["p99"], "latency_samples": p["n"], "latency_worker_cpu": busy}
+            "latency_p99_s": p["p99"], "latency_samples": p["n"], "latency_worker_cpu": busy,
+            "latency_broker_p50_s": bare["p50"], "latency_broker_p99_s": bare["p99"]}
+
+
+def _worker_fetch_wait_ms() -> int:
+    """The fetch wait the benchmark's workers run with (the default, unless set for the bench)."""
+    from worker.config import Settings
+
+    return int(os.environ.get("CHURN_FETCH_MAX_WAIT_MS", Settings.model_fields["fetch_max_wait_ms"].default))
 
 
 def machine() -> str:
@@ -512,6 +562,8 @@ def table(r: dict) -> str:
          f"p50 {r['latency_p50_s'] * 1000:.0f} ms, p95 {r['latency_p95_s'] * 1000:.0f} ms, "
          f"p99 {r['latency_p99_s'] * 1000:.0f} ms ({r['latency_samples']} triggers; "
          f"worker CPU meanwhile {r['latency_worker_cpu']:.0%} of a core)"),
+        ("the broker's own delivery at that load, just before (bare consumer)",
+         f"p50 {r['latency_broker_p50_s'] * 1000:.0f} ms, p99 {r['latency_broker_p99_s'] * 1000:.0f} ms"),
         ("one send awaited to its acknowledgement (acks=all), p50",
          f"{r['produce_ack_p50_s'] * 1000:.2f} ms (the one-at-a-time worker awaits up to two per event)"),
         ("bare consumer delay, fetch wait 1500 ms / 50 ms",

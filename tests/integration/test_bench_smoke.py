@@ -9,7 +9,8 @@ import sys
 
 KEYS = ("raw_eps", "faust_bare_eps", "naive_eps", "worker_eps", "core_eps", "broker_fetch_p50_s_wait_1500ms",
         "produce_ack_p50_s", "worker_decisions_per_event",
-        "latency_p50_s", "latency_p95_s", "latency_p99_s", "latency_worker_cpu",
+        "latency_p50_s", "latency_p95_s", "latency_p99_s", "latency_worker_cpu", "latency_broker_p50_s",
+        "latency_broker_p99_s",
         "resident_bytes_per_customer", "state_bytes",
         "tick_none_due_s", "tick_1000_due_s", "train_seconds")
 
