@@ -129,6 +129,8 @@ def _advance(item: Item, state: CustomerState, ctx: Context, points: list[_Point
     # silence that ended before this event still counts, decided at its own deadline
     state = _close_due(item.customer_id, state, event.occurred_at, ctx, points)
     state = apply_event(state, event)
+    if event.occurred_at < state.fired.get(CHECKED, 0.0):
+        state = _recheck_from(state, event.occurred_at)
     result.outcomes[(event.type, "applied")] += 1
     quiet = _quiet(event.occurred_at, ctx)
     # old history is decided at its own time, as a replay would: deciding it at wall time
@@ -150,6 +152,16 @@ def _close_due(customer_id: str, state: CustomerState, until: float, ctx: Contex
         state = with_fired(state, {**state.fired, CHECKED: due})
         points.append(_Point(customer_id, state, due, None, _quiet(due, ctx)))
     return state
+
+
+def _recheck_from(state: CustomerState, t: float) -> CustomerState:
+    """Silence is checked only up to the event behind the checks. Such an event arrived after
+    the clock had passed it (forwarded through the repartition topic while the watermark moved
+    on, or delayed by its producer); a deadline it brings before the last check (its ticket's
+    SLA, its activity's follow-up check) would never come due. Deadlines already decided are
+    decided again with the new state, at their own times; a trigger already sent for an
+    episode is not sent twice."""
+    return with_fired(state, {**state.fired, CHECKED: t})
 
 
 def _quiet(event_time: float, ctx: Context) -> bool:

@@ -128,15 +128,17 @@ def decide(policy: Policy, customer_id: str, state: CustomerState, score: float,
            cause: Event | None = None) -> tuple[list[Decision], CustomerState]:
     """Decide the triggers for one scored state at `now`; `cause` is the event that
     brought us here (None for a silence deadline)."""
-    decisions, memory = decide_memory(policy, customer_id, state, state.fired, score, now, cause)
+    memory = state.fired
+    if cause is None and memory.get(CHECKED, 0.0) < now:
+        memory = {**memory, CHECKED: now}  # a silence check: silence is evaluated up to now
+    decisions, memory = decide_memory(policy, customer_id, state, memory, score, now, cause)
     return decisions, replace(state, fired=memory)
 
 
 def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory: dict[str, float],
                   score: float, now: float, cause: Event | None = None) -> tuple[list[Decision], dict]:
-    """`decide` on an explicit trigger memory (the batch path carries it beside the state)."""
-    if cause is None and memory.get(CHECKED, 0.0) < now:
-        memory = {**memory, CHECKED: now}
+    """`decide` on an explicit trigger memory (the batch path carries it beside the state),
+    leaving CHECKED to the caller: the batch path sets it as it walks the deadlines."""
     # service recovery needs a support event or an open ticket; most points have neither
     recovery = (_service_recovery(policy, state, now, cause)
                 if state.tickets or (cause is not None and cause.type == "support") else None)

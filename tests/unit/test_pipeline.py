@@ -270,3 +270,26 @@ def test_a_lapse_suppressed_by_the_cooldown_is_looked_at_again_when_it_ends(ctx,
 def test_a_tick_for_an_unknown_customer_stores_nothing(ctx):
     result = process([Item("ghost", None, at(10))], {}, ctx)
     assert result.states == {} and result.deadlines == {} and result.triggers == []
+
+
+def test_an_event_behind_the_silence_checks_still_gets_its_deadlines(ctx, policy):
+    """A ticket opened on day 7 arrives after silence was checked past day 8 (an unkeyed event
+    forwarded to its customer's partition while the watermark moved on): its SLA deadline lies
+    before the last check, and must still be decided, at its own time."""
+    first = process([Item("w", login(at(5), "w"))], {}, ctx)
+    checked = process([Item("w", None, at(30))], first.states, ctx)
+    assert checked.states["w"].fired[CHECKED] > at(8)  # the follow-up check of the day-5 login
+    ticket = support(at(7), "opened", "t-w", "w")
+    behind = process([Item("w", ticket)], checked.states, ctx)
+    assert behind.deadlines["w"] == at(8)  # due already: the next batch or tick decides it
+    after = process([Item("w", None, at(30))], behind.states, ctx)
+    assert ("sla_breach", format_time(at(8))) in [(t["rule"], t["event_time"]) for t in after.triggers]
+    # the same triggers as the ticket delivered before the check (the follow-up check of day 20,
+    # decided again, now sees the open ticket too), and nothing sent twice
+    in_order = process([Item("w", login(at(5), "w")), Item("w", ticket), Item("w", None, at(30))], {}, ctx)
+    assert [t["trigger_id"] for t in in_order.triggers] == [t["trigger_id"] for t in after.triggers]
+    again = process([Item("w", None, at(30))], after.states, ctx)
+    assert again.triggers == []
+    # the check and the event behind it in one batch: the check must not move CHECKED past it again
+    one_batch = process([Item("w", login(at(5), "w")), Item("w", None, at(30)), Item("w", ticket)], {}, ctx)
+    assert one_batch.deadlines["w"] == at(8)
