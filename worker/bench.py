@@ -132,21 +132,28 @@ def steady_eps(run: WorkerProcess, total: int, lo: float = 0.2, hi: float = 0.9,
     the work the figure stands for. Deadlines are decided as the event-time watermark (the
     slowest partition's event time) passes them, so the watermark's lag behind the stream
     at the two marks (worker_watermark_lag_s) sets how many of them fall in the window."""
-    marks: dict[float, tuple[float, float, float, float]] = {}
+    marks: dict[float, tuple[float, float, float, float | None]] = {}
+    # before any sample: the moment the worker was seen ready, when it had consumed nothing
+    # or next to nothing (a window from there is for smoke runs whose stream ends too soon)
+    previous: tuple[float, float, float, float | None] = (run.ready_at, 0.0, 0.0, None)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         samples = run.metrics()
         done, now = consumed(samples), time.perf_counter()
         rows = sum(v for k, v in samples.items() if k[0] == "churn_scoring_batch_size_sum")
         watermark = samples.get(("churn_event_time_watermark_seconds",), 0.0)
+        # the stream's event time at this sample: its events are evenly spread over SPAN_DAYS
+        sample = (now, done, rows, T0 + SPAN_DAYS * 86400 * done / total - watermark)
         for share in (lo, hi):
             if share not in marks and done >= share * total:
-                # the stream's event time at this mark: its events are evenly spread over SPAN_DAYS
-                marks[share] = (now, done, rows, T0 + SPAN_DAYS * 86400 * done / total - watermark)
+                marks[share] = sample
         if hi in marks:
+            if marks[lo] is marks[hi]:  # both marks passed between two samples: a short stream on a quick machine
+                marks[lo] = previous
             (t0, n0, r0, lag0), (t1, n1, r1, lag1) = marks[lo], marks[hi]
             return {"worker_eps": (n1 - n0) / (t1 - t0), "worker_decisions_per_event": (r1 - r0) / max(n1 - n0, 1),
                     "worker_watermark_lag_s": [lag0, lag1]}
+        previous = sample
         time.sleep(0.1)
     raise RuntimeError(f"the worker consumed {run.consumed():.0f} of {total} within {timeout:.0f} s")
 
@@ -544,6 +551,10 @@ def machine() -> str:
     return f"{cpus} cores {model}, Python {platform.python_version()}, {platform.system()}"
 
 
+def _hours(seconds: float | None) -> str:
+    return "not sampled" if seconds is None else f"{seconds / 3600:.1f} h"
+
+
 def table(r: dict) -> str:
     rows = [
         ("raw aiokafka getmany + json.loads", f"{r['raw_eps']:,.0f} events/s"),
@@ -552,7 +563,7 @@ def table(r: dict) -> str:
          "{:,.0f} before and {:,.0f} after the next)".format(*r["naive_eps_runs"])),
         ("worker as shipped (steady state)", f"{r['worker_eps']:,.0f} events/s "
          f"({r['worker_decisions_per_event']:.2f} decision points per event; watermark "
-         "{:.1f} and {:.1f} h behind the stream)".format(*(lag / 3600 for lag in r["worker_watermark_lag_s"]))),
+         f"{' and '.join(_hours(lag) for lag in r['worker_watermark_lag_s'])} behind the stream)"),
         ("the same two through a faust agent (stream mode)",
          f"{r['naive_stream_eps']:,.0f} and {r['worker_stream_eps']:,.0f} events/s"),
         ("the pure core alone, no faust or broker", f"{r['core_eps']:,.0f} events/s"),

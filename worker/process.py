@@ -49,6 +49,7 @@ class WorkerProcess:
                     "CHURN_KAFKA_BOOTSTRAP": bootstrap, "CHURN_WEB_PORT": str(self.port)}
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
+        self.ready_at = 0.0  # time.perf_counter() when /ready was first seen to answer 200
 
     def start(self, timeout: float = 180.0) -> WorkerProcess:
         with open(self.log_path, "ab") as log:
@@ -60,6 +61,7 @@ class WorkerProcess:
                 raise ChurnWorkerError(f"the worker exited with code {self.process.returncode}; "
                                        f"see {self.log_path}:\n{self.log_tail()}")
             if self.get("/ready")[0] == 200:
+                self.ready_at = time.perf_counter()
                 return self
             time.sleep(0.3)
         raise ChurnWorkerError(f"the worker was not ready within {timeout:.0f} s; see {self.log_path}")

@@ -25,8 +25,10 @@ def test_quick_bench_runs_and_writes_every_figure(tmp_path):
     figures = json.loads(out.read_text())
     for key in KEYS:
         assert figures[key] > 0, key
-    lags = figures["worker_watermark_lag_s"]  # at the two marks of the steady-state window
-    assert len(lags) == 2 and all(math.isfinite(lag) for lag in lags)
+    # at the two marks of the steady-state window; on a quick machine a stream this short can be
+    # consumed before the first sample, and the window then starts at readiness, unsampled
+    lags = figures["worker_watermark_lag_s"]
+    assert len(lags) == 2 and (lags[0] is None or math.isfinite(lags[0])) and math.isfinite(lags[1])
     before, after = figures["naive_eps_runs"]  # measured either side of the shipped worker
     assert before > 0 and after > 0 and figures["naive_eps"] == (before + after) / 2
     assert set(figures["ratios"]) == {"worker_over_raw", "worker_over_faust_bare", "worker_over_naive"}
