@@ -155,12 +155,12 @@ def _close_due(customer_id: str, state: CustomerState, until: float, ctx: Contex
 
 
 def _recheck_from(state: CustomerState, t: float) -> CustomerState:
-    """Silence is checked only up to the event behind the checks. Such an event arrived after
-    the clock had passed it (forwarded through the repartition topic while the watermark moved
-    on, or delayed by its producer); a deadline it brings before the last check (its ticket's
-    SLA, its activity's follow-up check) would never come due. Deadlines already decided are
-    decided again with the new state, at their own times; a trigger already sent for an
-    episode is not sent twice."""
+    """The state with silence to be checked again from `t`, the time of an event behind its
+    last silence check. Such an event arrived after the clock had passed it (forwarded through
+    the repartition topic while the watermark moved on, or delayed by its producer); a
+    deadline it brings before that check (its ticket's SLA, its activity's follow-up check)
+    would never come due. Deadlines already decided are decided again with the new state, at
+    their own times; a trigger already sent for an episode is not sent twice."""
     return with_fired(state, {**state.fired, CHECKED: t})
 
 

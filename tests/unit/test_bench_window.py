@@ -1,6 +1,8 @@
 """The benchmark's steady-state window, read off a worker's metrics (a scripted fake here)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from worker.bench import SPAN_DAYS, T0, steady_eps
@@ -29,8 +31,6 @@ def test_the_window_runs_between_the_samples_at_the_two_marks():
 
 
 def test_a_stream_consumed_before_the_first_sample_is_timed_from_readiness():
-    import time
-
     ready = time.perf_counter()
     out = steady_eps(ScriptedWorker([1000], ready_at=ready), total=1000)
     assert 0 < out["worker_eps"] < float("inf")
