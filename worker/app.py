@@ -192,7 +192,7 @@ class ChurnApp:
 
     def _declare(self) -> None:
         s, app = self.settings, self.app
-        raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.source = app.topic(*s.input_topics, s.repartition_topic, partitions=s.topic_partitions, **raw)
         # Values are worker.codec bytes: compact in memory and on the changelog. The agent
         # writes the store and the changelog itself, in batches (OutputProducer).
@@ -324,7 +324,7 @@ class ChurnApp:
         s, m = self.settings, self.metrics
         # an item's message sits on its customer's partition (admitted above, or a tick sent there)
         keys = {i.customer_id: (i.customer_id.encode(), i.ref.partition) for i in items}
-        store = self.table.data
+        store: Any = self.table.data
         # the memory store's own dict: its Mapping methods cost a call each on every key
         stored = store.data if isinstance(getattr(store, "data", None), dict) else store
         ctx = Context(self.artifact, self.policy, s.lateness_s, emitted_at=wall,
@@ -383,13 +383,13 @@ class ChurnApp:
             encoded.update(values)
         if len(failures) >= ISOLATE_MIN_FAILURES and len(failures) * 2 > len(items):
             raise RuntimeError(f"{len(failures)} of {len(items)} items failed one by one") from failures[0][1]
-        for item, exc in failures:
+        for item, error in failures:
             if isinstance(item.ref, DueCheck):  # no message to dead-letter: its next event re-arms it
                 log.error("a silence check failed and is dropped (customer's partition %d)", item.ref.partition,
-                          exc_info=exc)
+                          exc_info=error)
                 continue
-            log.error("dead-lettering an item the worker failed on: %s", item.ref, exc_info=exc)
-            bad = InvalidEvent("processing_failed", f"{type(exc).__name__}: {exc}"[:500], item.ref.value,
+            log.error("dead-lettering an item the worker failed on: %s", item.ref, exc_info=error)
+            bad = InvalidEvent("processing_failed", f"{type(error).__name__}: {error}"[:500], item.ref.value,
                                item.customer_id)
             pending.append(await self.send(*self._dead_letter(bad, item.ref)))
         return stored, merged, encoded
@@ -480,7 +480,7 @@ class ChurnApp:
     def is_ready(self) -> bool:
         app = self.app
         ready = (self.assigned_once and not self.producer.closed and not app.rebalancing
-                 and not app.tables.recovery.in_recovery)
+                 and not app.tables.recovery.in_recovery)  # type: ignore[attr-defined]  # faust's TableManager has it
         self.metrics.ready.set(1 if ready else 0)
         return ready
 

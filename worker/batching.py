@@ -73,7 +73,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         batch topics' records handed over a fetch at a time."""
         app = self.app
         handler = getattr(app, "batch_handler", None)
-        batch_topics = getattr(app, "batch_topics", frozenset())
+        batch_topics: frozenset[str] = getattr(app, "batch_topics", frozenset())
         if handler is None or not batch_topics:
             return await super()._drain_messages(fetcher)
         size = max(1, int(getattr(app, "batch_size", 2000)))
@@ -81,6 +81,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         acks_enabled_for = app.topics.acks_enabled_for
         stopping = lambda: self._stopped.is_set() or fetcher._stopped.is_set()  # noqa: E731
+        stopped_errors: tuple[type[BaseException], ...] = (*self.consumer_stopped_errors, asyncio.CancelledError)
         try:
             while not stopping():
                 records, active = await self._wait_next_records(1.0)
@@ -119,7 +120,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         self.log.info("dropped %d records fetched before a rebalance", len(batch))
                         continue
                     await self._deliver_shielded(batch, handler, size, generation)
-        except (*self.consumer_stopped_errors, asyncio.CancelledError):
+        except stopped_errors:
             if self.transport.app.should_stop:
                 return  # stopping anyway
             raise

@@ -37,6 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from worker.embedded import EmbeddedBroker, free_port
 from worker.events import format_time
@@ -126,7 +127,7 @@ def start_worker(bootstrap: str, topic: str, workdir: Path, **env: str) -> Worke
 
 
 def steady_eps(run: WorkerProcess, total: int, lo: float = 0.2, hi: float = 0.9,
-               timeout: float = 600.0) -> dict[str, float | list[float]]:
+               timeout: float = 600.0) -> dict[str, Any]:
     """Events/s between lo and hi of the stream (after warm-up, before the tail), and the
     decision points (scored rows: events, and silence deadlines due) per event meanwhile:
     the work the figure stands for. Deadlines are decided as the event-time watermark (the
@@ -322,7 +323,7 @@ def memory_probe(customers: int) -> dict:
     the memory store keeps them) and the deadline index entry."""
     from worker.codec import encode_state
     from worker.deadlines import DeadlineIndex
-    from worker.events import parse_event
+    from worker.events import parse_valid
     from worker.state import EMPTY, apply_event
 
     def typical(i: int):
@@ -332,7 +333,7 @@ def memory_probe(customers: int) -> dict:
                      "support": {"ticket_id": f"t{i}", "action": "opened"}}.get(kind, {})
             event = {"schema_version": 1, "event_id": f"m-{i}-{k}", "type": kind, "customer_id": f"c{i}",
                      "occurred_at": format_time(T0 + i % 5000 + k * 86400), **extra}
-            state = apply_event(state, parse_event(json.dumps(event).encode()))
+            state = apply_event(state, parse_valid(json.dumps(event).encode()))
         return state
 
     sample = typical(1)
@@ -375,14 +376,14 @@ def tick_probe(customers: int, due: int = 1000, repeats: int = 200) -> dict:
 
 def training_probe(n_events: int) -> dict:
     """Training time on n_events synthetic events, from parsed events to a written artifact."""
-    from worker.events import parse_event
+    from worker.events import parse_valid
     from worker.generate import generate
     from worker.training import build_snapshots, default_cutoffs, train_out_of_time, write_artifact
 
     customers = max(n_events // 48, 50)  # the generator yields about 48 events per customer over 180 days
     raw = [json.dumps(e).encode() for e in generate(customers, 180, seed=3)][:n_events]
     started = time.perf_counter()
-    events = [parse_event(r) for r in raw]
+    events = [parse_valid(r) for r in raw]
     parsed = time.perf_counter()
     horizon = 30 * 86400.0
     snaps = build_snapshots(events, default_cutoffs(events[0].occurred_at, events[-1].occurred_at, horizon),
@@ -400,7 +401,7 @@ def core_probe(n_events: int, n_customers: int, batch: int = 2000) -> dict:
     state encode/decode) over the benchmark stream: the ceiling of the worker's own code."""
     from worker.codec import decode_state, encode_state
     from worker.config import DEFAULT_POLICY
-    from worker.events import parse_event
+    from worker.events import parse_valid
     from worker.pipeline import Context, Item, process
     from worker.policy import load_policy
     from worker.scoring import load_artifact
@@ -411,7 +412,7 @@ def core_probe(n_events: int, n_customers: int, batch: int = 2000) -> dict:
     table: dict[str, bytes] = {}
     started = time.perf_counter()
     for i in range(0, len(stream), batch):
-        items = [Item(e.customer_id, e) for e in map(parse_event, stream[i:i + batch])]
+        items = [Item(e.customer_id, e) for e in map(parse_valid, stream[i:i + batch])]
         states = {c: decode_state(table[c]) for c in {it.customer_id for it in items} if c in table}
         for cid, state in process(items, states, ctx).states.items():
             table[cid] = encode_state(state)
@@ -431,7 +432,7 @@ def run_bench(args) -> int:
     sizes = QUICK if args.quick else Sizes(events=args.events, customers=args.customers)
     workdir = Path(tempfile.mkdtemp(prefix="churn-bench-"))
     broker = None if args.bootstrap else EmbeddedBroker(log_path=workdir / "broker.log").start()
-    bootstrap = args.bootstrap or broker.bootstrap
+    bootstrap = args.bootstrap if broker is None else broker.bootstrap
     results: dict = {"machine": machine(), "sizes": sizes.__dict__, "bootstrap": "embedded" if broker else bootstrap}
     try:
         results.update(broker_figures(bootstrap, sizes, workdir))
@@ -464,7 +465,7 @@ def broker_figures(bootstrap: str, sizes: Sizes, workdir: Path) -> dict:
     stream = bench_stream(sizes.events, sizes.customers)
     asyncio.run(create_topics(bootstrap, [topic, live, acks], 4))
     asyncio.run(produce(bootstrap, topic, stream))
-    out = {"events": len(stream), "customers": sizes.customers}
+    out: dict[str, Any] = {"events": len(stream), "customers": sizes.customers}
     print(f"stream: {len(stream)} events over {sizes.customers} customers on {topic}", flush=True)
     out["raw_eps"] = asyncio.run(raw_consume(bootstrap, topic, len(stream)))
     print(f"raw_eps {out['raw_eps']:.0f}", flush=True)
@@ -516,11 +517,11 @@ def latency(bootstrap: str, topic: str, sizes: Sizes, workdir: Path) -> dict:
                                      _worker_fetch_wait_ms()))
     run = start_worker(bootstrap, topic, workdir, CHURN_CLOCK="wall")
     try:
-        cpu0, wall0 = cpu_seconds(run.process.pid), time.perf_counter()
+        cpu0, wall0 = cpu_seconds(run.pid), time.perf_counter()
         appended = asyncio.run(offered_load(bootstrap, topic, sizes.latency_eps, sizes.latency_s))
         # how loaded the worker was meanwhile: near one core, it was saturated and the
         # latency is queueing, not the path an event takes
-        busy = (cpu_seconds(run.process.pid) - cpu0) / (time.perf_counter() - wall0)
+        busy = (cpu_seconds(run.pid) - cpu0) / (time.perf_counter() - wall0)
         fired = asyncio.run(trigger_times(bootstrap, run.env["CHURN_SERVICE_RECOVERY_TOPIC"], len(appended)))
     finally:
         run.stop()

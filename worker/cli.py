@@ -165,15 +165,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from worker.kafka_io import create_topics, lines, produce
 
     settings = load_settings()
-    if not settings.kafka_bootstrap:
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap:
         raise ConfigError("CHURN_KAFKA_BOOTSTRAP: required for `produce`")
     topic = args.topic or settings.input_topics[0]
     total = sum(1 for _ in lines(str(args.file)))
 
     async def go() -> int:
-        await create_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+        await create_topics(bootstrap, [topic], settings.topic_partitions)
         with tqdm(total=total, unit="ev", desc=f"-> {topic}") as bar:
-            return await produce(settings.kafka_bootstrap, topic, lines(str(args.file)),
+            return await produce(bootstrap, topic, lines(str(args.file)),
                                  keyed=not args.unkeyed, progress=bar, rate=args.rate)
 
     sent = asyncio.run(go())

@@ -58,7 +58,7 @@ def encode_state(state: CustomerState) -> bytes:
 
 def _pack_times(times: tuple[float, ...]) -> bytes:
     present = whole = 0
-    body = []
+    body: list[float | int] = []
     for bit, t in zip(_BITS, times):
         if t:
             present |= bit

@@ -63,7 +63,7 @@ def run_demo(args) -> int:
         summarize(bootstrap, settings, samples, port)
         if args.keep_running:
             print("--keep-running: broker and worker stay up; Ctrl-C to stop")
-            worker.process.wait()
+            worker.wait()
     finally:
         if worker:
             worker.stop(20)

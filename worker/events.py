@@ -78,6 +78,15 @@ class _Refused(Exception):
         self.detail = detail
 
 
+def parse_valid(raw: bytes) -> Event:
+    """parse_event for input that must be valid (generated streams): a refusal is a bug there,
+    raised with its reason rather than passed on."""
+    parsed = parse_event(raw)
+    if isinstance(parsed, InvalidEvent):
+        raise ValueError(f"expected a valid event, got {parsed.reason}: {parsed.detail}")
+    return parsed
+
+
 def parse_event(raw: bytes, max_bytes: int = 65536) -> Event | InvalidEvent:
     """Parse one message value. Pure: no clock, no I/O."""
     if raw is None:

@@ -179,7 +179,8 @@ def _ratings(rng: random.Random, bad: bool) -> dict:
 
 def _ticket(rng: random.Random, opened: float, ticket_id: str, troubled: bool) -> list[tuple]:
     """opened -> replied -> resolved (-> reopened -> resolved); ratings on the last resolve."""
-    steps, t = [(opened, "opened", {})], opened
+    steps: list[tuple[float, str, dict]] = [(opened, "opened", {})]
+    t = opened
     if rng.random() < (0.6 if troubled else 0.92):
         t += rng.lognormvariate(math.log(3), 0.7) / 24  # agents answer within hours
         steps.append((t, "replied", {}))
@@ -271,7 +272,8 @@ def corrupt(events: list[dict], fraction: float, seed: int) -> list[bytes]:
     bad = set(rng.sample(range(n), round(n * fraction)))
     good = [i for i in range(n) if i not in bad]
     redelivered = set(rng.sample(good, min(len(good), round(n * fraction / 4))))
-    out, later = [], {}
+    out: list[bytes] = []
+    later: dict[int, list[bytes]] = {}
     for i, event in enumerate(events):
         raw = rng.choice(MALFORMATIONS)(event, rng) if i in bad else _compact(event)
         out.append(raw)

@@ -66,6 +66,19 @@ class WorkerProcess:
             time.sleep(0.3)
         raise ChurnWorkerError(f"the worker was not ready within {timeout:.0f} s; see {self.log_path}")
 
+    @property
+    def pid(self) -> int:
+        return self._started().pid
+
+    def wait(self) -> int:
+        """Until the process exits by itself; its exit code."""
+        return self._started().wait()
+
+    def _started(self) -> subprocess.Popen:
+        if self.process is None:
+            raise ChurnWorkerError("the worker process has not been started")
+        return self.process
+
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 

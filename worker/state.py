@@ -13,6 +13,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from typing import cast
 
 from worker.events import Event
 
@@ -183,7 +184,8 @@ def is_bad_rating(event: Event, csat_max: int = 2) -> bool:
 
 def _ticket_update(tickets: dict[str, Ticket], event: Event) -> dict[str, Ticket]:
     t = event.occurred_at
-    old = tickets.get(event.ticket_id)
+    ticket_id = cast(str, event.ticket_id)  # parse_event requires one on every support event
+    old = tickets.get(ticket_id)
     if old is None:
         # A reply or resolution may arrive before its "opened" (out of order): the ticket
         # was opened no later than this action.
@@ -200,7 +202,7 @@ def _ticket_update(tickets: dict[str, Ticket], event: Event) -> dict[str, Ticket
         new = replace(old, status_at=t)
     horizon = t - KEPT_DAYS * DAY
     kept = {k: v for k, v in tickets.items() if not v.resolved_at or v.resolved_at > horizon}
-    kept[event.ticket_id] = new
+    kept[ticket_id] = new
     if len(kept) > MAX_TICKETS:  # a flood of tickets: keep open ones, then the most recent
         ranked = sorted(kept.items(), key=lambda kv: (kv[1].resolved_at == 0, kv[1].status_at), reverse=True)
         kept = dict(ranked[:MAX_TICKETS])

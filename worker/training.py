@@ -165,14 +165,14 @@ def parse_date(text: str) -> float:
 
 
 def _events(args) -> tuple[list[Event], str]:
-    from worker.events import parse_event
+    from worker.events import parse_valid
     from worker.generate import generate
     from worker.history import read_history
 
     if getattr(args, "synthetic", False):
         spec = dict(customers=args.customers, days=args.days, seed=args.seed, start=args.start)
         source = "synthetic: generate(" + ", ".join(f"{k}={v}" for k, v in spec.items()) + ")"
-        return [parse_event(json.dumps(d).encode()) for d in generate(**spec)], source
+        return [parse_valid(json.dumps(d).encode()) for d in generate(**spec)], source
     events, refused = read_history(args.events)
     if refused:
         print(f"skipped {sum(refused.values())} invalid rows: {dict(refused)}")

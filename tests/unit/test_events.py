@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from worker.events import REASONS, Event, InvalidEvent, parse_event, to_json
+from worker.events import REASONS, Event, InvalidEvent, parse_event, parse_valid, to_json
 
 from .conftest import SCHEMA_DIR, T0, at, encode, wire
 
@@ -221,3 +221,10 @@ def test_absurd_amounts_are_refused():
     for amount in (1e308, "10000000000"):
         bad = parse_event(encode(wire("purchase", amount=amount)))
         assert (bad.reason, "amount" in bad.detail) == ("bad_field_value", True)
+
+
+def test_parse_valid_returns_the_event_and_raises_on_a_refusal():
+    raw = encode(wire("login"))
+    assert parse_valid(raw) == parse_event(raw)
+    with pytest.raises(ValueError, match="bad_json"):
+        parse_valid(b'{"schema_version":1,')
