@@ -130,7 +130,13 @@ def _advance(item: Item, state: CustomerState, ctx: Context, points: list[_Point
     state = _close_due(item.customer_id, state, event.occurred_at, ctx, points)
     state = apply_event(state, event)
     if event.occurred_at < state.fired.get(CHECKED, 0.0):
-        state = _recheck_from(state, event.occurred_at)
+        # an event behind the last silence check arrived after the clock had passed it
+        # (forwarded through the repartition topic while the watermark moved on, or delayed
+        # by its producer): a deadline it brings before that check (its ticket's SLA, its
+        # activity's follow-up check) would never come due, so silence is checked again from
+        # its time. Deadlines already decided are decided again with the new state, at their
+        # own times; a trigger already sent for an episode is not sent twice.
+        state = _checked_until(state, event.occurred_at)
     result.outcomes[(event.type, "applied")] += 1
     quiet = _quiet(event.occurred_at, ctx)
     # old history is decided at its own time, as a replay would: deciding it at wall time
@@ -149,18 +155,13 @@ def _close_due(customer_id: str, state: CustomerState, until: float, ctx: Contex
         due = pending_deadline(ctx.policy, state)
         if due is None or due > until:
             break
-        state = with_fired(state, {**state.fired, CHECKED: due})
+        state = _checked_until(state, due)
         points.append(_Point(customer_id, state, due, None, _quiet(due, ctx)))
     return state
 
 
-def _recheck_from(state: CustomerState, t: float) -> CustomerState:
-    """The state with silence to be checked again from `t`, the time of an event behind its
-    last silence check. Such an event arrived after the clock had passed it (forwarded through
-    the repartition topic while the watermark moved on, or delayed by its producer); a
-    deadline it brings before that check (its ticket's SLA, its activity's follow-up check)
-    would never come due. Deadlines already decided are decided again with the new state, at
-    their own times; a trigger already sent for an episode is not sent twice."""
+def _checked_until(state: CustomerState, t: float) -> CustomerState:
+    """The state with its silence recorded as checked up to `t` (later deadlines are pending)."""
     return with_fired(state, {**state.fired, CHECKED: t})
 
 
