@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the worker with its dev extra
 
-test: install  ## run the whole suite (unit, agent, integration on the embedded broker)
+test: lint typecheck  ## lint, typecheck, then the whole suite (unit, agent, integration on the embedded broker)
 	$(BIN)/python -m pytest -q
 
 test-unit: install  ## run only the fast pure tests

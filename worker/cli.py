@@ -106,11 +106,10 @@ def _setup_logging(level: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
-    from worker.app import ChurnApp
-    from worker.config import load_settings
+    from worker.config import load_policy, load_settings
     from worker.errors import ConfigError
-    from worker.policy import load_policy
-    from worker.scoring import load_artifact
+    from worker.model.artifact import load_artifact
+    from worker.shell.app import ChurnApp
 
     settings = load_settings()
     if not settings.kafka_bootstrap:
@@ -130,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from worker.embedded import EmbeddedBroker
+    from worker.harness.broker import EmbeddedBroker
 
     with EmbeddedBroker(args.port) as broker:
         print(f"embedded broker (Tansu, in-memory) listening: CHURN_KAFKA_BOOTSTRAP={broker.bootstrap}",
@@ -141,13 +140,13 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from worker.generate import corrupt, generate
+    from worker.tools.generate import corrupt, generate
 
     events = generate(args.customers, args.days, args.seed, args.start)
     messages = corrupt(events, args.bad_fraction, args.seed) if args.bad_fraction else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if messages is None:
-        from worker.generate import write_jsonl
+        from worker.tools.generate import write_jsonl
         count = write_jsonl(args.out, events)
     else:
         args.out.write_bytes(b"".join(m.replace(b"\n", b" ") + b"\n" for m in messages))
@@ -162,7 +161,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     from worker.config import load_settings
     from worker.errors import ConfigError
-    from worker.kafka_io import create_topics, lines, produce
+    from worker.tools.kafka_io import create_topics, lines, produce
 
     settings = load_settings()
     bootstrap = settings.kafka_bootstrap
@@ -183,19 +182,19 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from worker.tools.demo import run_demo
 
     return run_demo(args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from worker.training import train_command
+    from worker.tools.training import train_command
 
     return _user_errors(train_command, args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from worker.training import evaluate_command
+    from worker.tools.training import evaluate_command
 
     return _user_errors(evaluate_command, args)
 
@@ -210,13 +209,13 @@ def _user_errors(command, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from worker.bench import run_bench
+    from worker.tools.bench import run_bench
 
     return run_bench(args)
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from worker.policy import load_policy
+    from worker.config import load_policy
 
     policy = load_policy(args.file)
     print(f"{args.file}: valid policy, version {policy.version}")

@@ -1,4 +1,5 @@
-"""One frozen Settings object, read from the environment (prefix CHURN_) once, in main().
+"""The edge where configuration is read: one frozen Settings object from the environment
+(prefix CHURN_), once, in main(); and the policy file.
 
 Every field can be set as CHURN_<FIELD_NAME>; a bad value stops start-up with a
 `ConfigError` that names the variable.
@@ -11,7 +12,9 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from worker.errors import ConfigError
+from worker.core.policy import Policy, parse_policy
+from worker.errors import ConfigError, PolicyError
+from worker.model import shipped_model_dir
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
@@ -31,7 +34,7 @@ class Settings(BaseSettings):
     follow_up_topic: str = "churn-trigger-follow-up"
     win_back_topic: str = "churn-trigger-win-back"
     service_recovery_topic: str = "churn-trigger-service-recovery"
-    model_dir: Path = Path("models/churn-v1")
+    model_dir: Path = Field(default_factory=shipped_model_dir, description="default: the shipped model")
     policy_path: Path = DEFAULT_POLICY
     clock: Literal["wall", "event"] = Field("wall", description="wall in production; event for replays")
     web_host: str = "127.0.0.1"
@@ -91,3 +94,13 @@ def load_settings(**overrides: object) -> Settings:
             f"CHURN_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def load_policy(path: Path | str) -> Policy:
+    """Read and validate a policy file; a PolicyError names the file and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy: {exc.strerror}") from None
+    return parse_policy(text, str(path))

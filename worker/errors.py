@@ -6,7 +6,7 @@
     ├── ModelError         the model artifact is missing, mismatched or broken (start-up stops)
     └── BrokerError        the embedded broker could not be started or reached
 
-Bad *events* are not exceptions: `worker.events.parse_event` returns an
+Bad *events* are not exceptions: `worker.core.events.parse_event` returns an
 `InvalidEvent` value that the app sends to the dead-letter topic.
 """
 

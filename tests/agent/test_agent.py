@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from worker.app import KIND_HEADER, TICK, ChurnApp, partition_of
-from worker.codec import decode_state
-from worker.config import load_settings
-from worker.events import format_time
-from worker.metrics import Metrics
-from worker.policy import load_policy
-from worker.scoring import load_artifact
+from worker.config import load_policy, load_settings
+from worker.core.codec import decode_state
+from worker.core.events import format_time
+from worker.model.artifact import load_artifact
+from worker.shell.app import KIND_HEADER, TICK, ChurnApp, partition_of
+from worker.shell.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1767571200.0
@@ -246,7 +245,7 @@ def test_a_batch_that_changes_no_state_writes_no_changelog(churn):
 def test_an_event_the_worker_fails_on_is_dead_lettered_and_the_rest_of_the_batch_is_applied(churn, monkeypatch):
     """One valid event that the pipeline cannot handle (a bug, simulated here) must not stop
     the worker on every restart: it goes to the dead-letter topic, the others are applied."""
-    import worker.pipeline as pipeline
+    import worker.core.pipeline as pipeline
 
     real_apply = pipeline.apply_event
 
@@ -283,7 +282,7 @@ def test_an_event_the_worker_fails_on_is_dead_lettered_and_the_rest_of_the_batch
 def test_a_silence_check_the_worker_fails_on_is_dropped_and_the_batch_is_applied(churn, monkeypatch, caplog):
     """A due check has no message to dead-letter: it is logged and dropped (the customer's
     state stays as it was; its next event re-arms the deadline), the rest goes on."""
-    import worker.pipeline as pipeline
+    import worker.core.pipeline as pipeline
 
     real_advance = pipeline._advance
 
@@ -316,8 +315,8 @@ def test_a_silence_check_the_worker_fails_on_is_dropped_and_the_batch_is_applied
 
 def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypatch):
     """A fault in the worker itself (every event fails) is not quarantined event by event."""
-    import worker.app as app_module
-    import worker.pipeline as pipeline
+    import worker.core.pipeline as pipeline
+    import worker.shell.app as app_module
 
     def always_fail(state, ev):
         raise ZeroDivisionError("simulated bug")

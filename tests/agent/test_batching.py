@@ -4,12 +4,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from worker.app import ChurnApp
-from worker.batching import BatchConsumer
-from worker.config import load_settings
-from worker.metrics import Metrics
-from worker.policy import load_policy
-from worker.scoring import load_artifact
+from worker.config import load_policy, load_settings
+from worker.model.artifact import load_artifact
+from worker.shell.app import ChurnApp
+from worker.shell.batching import BatchConsumer
+from worker.shell.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +44,7 @@ def test_the_consumer_waits_for_fetches_as_configured(tmp_path):
 
 
 def test_the_faust_internals_the_batch_consumer_relies_on_are_there(tmp_path):
-    """worker.batching re-implements faust's fetch loop on these; a faust upgrade that
+    """worker.shell.batching re-implements faust's fetch loop on these; a faust upgrade that
     renames or drops one must fail here, not in production."""
     from faust.transport.consumer import Consumer
 
@@ -62,7 +61,7 @@ def test_the_faust_internals_the_batch_consumer_relies_on_are_there(tmp_path):
 def test_sends_are_bounded_and_track_their_topics(tmp_path):
     from aiokafka.client import AIOKafkaClient
 
-    from worker import kafka_client
+    from worker.shell import kafka_client
 
     churn = churn_app(tmp_path, produce_timeout_s=45)
     assert churn.app.conf.producer_request_timeout == 45  # faust's default: 20 minutes
@@ -76,7 +75,7 @@ def test_the_workers_own_messages_go_through_its_aiokafka_producer(tmp_path):
     per-message send; a tick or forwarded event goes to its customer's partition."""
     import asyncio
 
-    from worker.partitioner import partition_of
+    from worker.core.partitioner import partition_of
 
     churn = churn_app(tmp_path)
     sent = []

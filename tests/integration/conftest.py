@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.embedded import EmbeddedBroker
+from worker.harness.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 

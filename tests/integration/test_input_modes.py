@@ -9,9 +9,9 @@ import time
 import pytest
 
 from worker.config import load_settings
-from worker.generate import corrupt, generate
-from worker.kafka_io import create_topics, produce, read_topic
-from worker.process import WorkerProcess
+from worker.harness.process import WorkerProcess
+from worker.tools.generate import corrupt, generate
+from worker.tools.kafka_io import create_topics, produce, read_topic
 
 from .conftest import run, topic_env
 

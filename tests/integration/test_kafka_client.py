@@ -12,8 +12,8 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import run
-from worker import kafka_client
-from worker.kafka_io import create_topics
+from worker.shell import kafka_client
+from worker.tools.kafka_io import create_topics
 
 
 async def _send_known_then_new(bootstrap: str, known: str, new: str) -> list:

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from worker.app import partition_of
-from worker.bench import bench_stream
 from worker.config import load_settings
-from worker.events import format_time
-from worker.kafka_io import create_topics, produce, read_topic
-from worker.process import WorkerProcess
+from worker.core.events import format_time
+from worker.harness.process import WorkerProcess
+from worker.shell.app import partition_of
+from worker.tools.bench import bench_stream
+from worker.tools.kafka_io import create_topics, produce, read_topic
 
 from .conftest import run, topic_env
 

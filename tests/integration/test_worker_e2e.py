@@ -10,15 +10,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from worker.app import partition_of
-from worker.config import load_settings
-from worker.events import Event, format_time, parse_event
-from worker.generate import generate
-from worker.kafka_io import create_topics, produce, read_topic
-from worker.policy import load_policy
-from worker.process import WorkerProcess
-from worker.state import DAY, EMPTY, apply_event
-from worker.triggers import lapse_days
+from worker.config import load_policy, load_settings
+from worker.core.events import Event, format_time, parse_event
+from worker.core.state import DAY, EMPTY, apply_event
+from worker.core.triggers import lapse_days
+from worker.harness.process import WorkerProcess
+from worker.shell.app import partition_of
+from worker.tools.generate import generate
+from worker.tools.kafka_io import create_topics, produce, read_topic
 
 from .conftest import run, topic_env
 
@@ -172,9 +171,9 @@ def test_metrics_count_what_happened(stream):
 
 
 def test_training_computes_the_same_features_as_the_running_worker(stream):
-    """No training/serving skew: snapshots built by worker.training for the same events
+    """No training/serving skew: snapshots built by worker.tools.training for the same events
     equal the features the live worker reports, for customers the watermark has passed."""
-    from worker.training import build_snapshots
+    from worker.tools.training import build_snapshots
 
     worker, samples = stream["worker"], stream["samples"]
     watermark = samples[("churn_event_time_watermark_seconds",)]

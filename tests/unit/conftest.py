@@ -1,7 +1,7 @@
 """Shared helpers and fixtures for the unit tests of the pure core.
 
 Events are built the way the worker sees them: a wire-form dict, encoded as JSON
-bytes and parsed by `worker.events.parse_event`. Every time is explicit (offsets
+bytes and parsed by `worker.core.events.parse_event`. Every time is explicit (offsets
 from a fixed instant `T0`); nothing here reads the wall clock.
 
 Test modules import the helpers with `from .conftest import ...` (tests/unit is a
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.config import DEFAULT_POLICY
-from worker.events import Event, format_time, parse_event
-from worker.policy import Policy, load_policy, parse_policy
-from worker.scoring import ModelArtifact, load_artifact
-from worker.state import EMPTY, CustomerState, apply_event, features
+from worker.config import DEFAULT_POLICY, load_policy
+from worker.core.events import Event, format_time, parse_event
+from worker.core.policy import Policy, parse_policy
+from worker.core.state import EMPTY, CustomerState, apply_event, features
+from worker.model.artifact import ModelArtifact, load_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "churn-v1"
@@ -142,7 +142,7 @@ def artifact() -> ModelArtifact:
 def feature_rows() -> np.ndarray:
     """Feature rows of a few hundred synthetic customers at the end of a 150-day stream:
     a realistic mix of active, declining and lapsed customers."""
-    from worker.generate import generate
+    from worker.tools.generate import generate
 
     states: dict[str, CustomerState] = {}
     last = 0.0

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from worker.bench import SPAN_DAYS, T0, steady_eps
+from worker.tools.bench import SPAN_DAYS, T0, steady_eps
 
 
 class ScriptedWorker:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from worker.codec import FORMAT, decode_state, encode_state
-from worker.deadlines import DeadlineIndex
-from worker.pipeline import Context, Item, process
-from worker.state import EMPTY, CustomerState, Ticket
-from worker.triggers import decide
+from worker.core.codec import FORMAT, decode_state, encode_state
+from worker.core.deadlines import DeadlineIndex
+from worker.core.pipeline import Context, Item, process
+from worker.core.state import EMPTY, CustomerState, Ticket
+from worker.core.triggers import decide
 
 from .conftest import DAY, HOUR, at, fold, login, purchase, regular_customer, support
 
@@ -167,7 +167,7 @@ def test_many_updates_stay_correct_through_compaction():
 
 def test_timer_cycle_with_real_deadlines(policy):
     # what the worker does: index the pending deadline, pop it when due, then re-index
-    from worker.triggers import pending_deadline
+    from worker.core.triggers import pending_deadline
 
     state = fold([login(at(d, 9)) for d in range(10)] + [support(at(9, 10), "opened", "t-1")])
     index = DeadlineIndex()
@@ -184,7 +184,7 @@ def test_timer_cycle_with_real_deadlines(policy):
 
 
 def test_a_flood_of_tickets_stays_bounded_and_encodable():
-    from worker.state import MAX_TICKETS
+    from worker.core.state import MAX_TICKETS
     events = [support(at(0, i), "opened", f"T-\u00e9{i:04d}-" + "x" * 100, "c-flood") for i in range(300)]
     state = fold(events)
     assert len(state.tickets) == MAX_TICKETS

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from worker.events import REASONS, Event, InvalidEvent, parse_event, parse_valid, to_json
+from worker.core.events import REASONS, Event, InvalidEvent, parse_event, parse_valid, to_json
 
 from .conftest import SCHEMA_DIR, T0, at, encode, wire
 

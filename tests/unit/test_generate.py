@@ -9,8 +9,8 @@ from statistics import mean
 
 import pytest
 
-from worker.events import Event, InvalidEvent, parse_event, to_json
-from worker.generate import corrupt, generate, write_jsonl
+from worker.core.events import Event, InvalidEvent, parse_event, to_json
+from worker.tools.generate import corrupt, generate, write_jsonl
 
 DAY = 86400
 CUSTOMERS, DAYS, SEED = 300, 120, 3

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from worker.messages import encode
+from worker.core.messages import encode
 
 
 def test_triggers_encode_as_compact_utf8_json_with_the_same_values():

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
 from worker.config import DEFAULT_POLICY, Settings, load_settings
+from worker.core.events import EVENT_TYPES, REASONS
+from worker.core.triggers import TRIGGER_TYPES
 from worker.errors import ConfigError
-from worker.events import EVENT_TYPES, REASONS
-from worker.metrics import LATENCY_BUCKETS, OUTCOMES, Metrics, observe_many
-from worker.triggers import TRIGGER_TYPES
+from worker.model import shipped_model_dir
+from worker.shell.metrics import LATENCY_BUCKETS, OUTCOMES, Metrics, observe_many
 
 
 def test_primed_series_exist_at_zero():
@@ -93,7 +93,7 @@ def test_defaults(clean_env):
     assert isinstance(settings, Settings)
     assert settings.input_topics == ("customer-events",)
     assert settings.batch_size == 2000 and settings.clock == "wall"
-    assert settings.policy_path == DEFAULT_POLICY and settings.model_dir == Path("models/churn-v1")
+    assert settings.policy_path == DEFAULT_POLICY and settings.model_dir == shipped_model_dir()
     assert settings.trigger_topics == {"follow_up": "churn-trigger-follow-up",
                                        "win_back": "churn-trigger-win-back",
                                        "service_recovery": "churn-trigger-service-recovery"}

@@ -6,7 +6,7 @@ import random
 import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from worker.partitioner import murmur2, partition_of
+from worker.core.partitioner import murmur2, partition_of
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (signed 32-bit results)
 JAVA_VECTORS = {

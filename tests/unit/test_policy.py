@@ -6,9 +6,9 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from worker.config import DEFAULT_POLICY
+from worker.config import DEFAULT_POLICY, load_policy
+from worker.core.policy import Policy, parse_policy
 from worker.errors import PolicyError
-from worker.policy import Policy, load_policy, parse_policy
 
 from .conftest import policy_text
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import sklearn
 
+from worker.core.state import FEATURE_NAMES
 from worker.errors import ModelError
-from worker.scoring import CARD_FILE, MODEL_FILE, contributions, explain_batch, load_artifact, score_batch
-from worker.state import FEATURE_NAMES
+from worker.model.artifact import CARD_FILE, MODEL_FILE, contributions, explain_batch, load_artifact, score_batch
 
 from .conftest import MODEL_DIR
 

@@ -7,7 +7,7 @@ from dataclasses import fields, replace
 
 import pytest
 
-from worker.state import (
+from worker.core.state import (
     EMPTY,
     FEATURE_NAMES,
     NEVER_DAYS,

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from worker.generate import generate, write_jsonl
-from worker.history import parse_duration, read_history
-from worker.scoring import contributions, load_artifact, score_batch
-from worker.state import features
-from worker.training import build_snapshots, default_cutoffs, fit_calibrated, make_model, parse_date
+from worker.core.state import features
+from worker.model.artifact import contributions, load_artifact, score_batch
+from worker.tools.generate import generate, write_jsonl
+from worker.tools.history import parse_duration, read_history
+from worker.tools.training import build_snapshots, default_cutoffs, fit_calibrated, make_model, parse_date
 
 from .conftest import DAY, ROOT, at, fold, login, purchase
 
@@ -43,7 +43,7 @@ def test_default_cutoffs_are_monthly_and_leave_a_full_horizon():
 
 
 def synthetic_snapshots():
-    from worker.events import parse_event
+    from worker.core.events import parse_event
 
     events = [parse_event(json.dumps(e).encode()) for e in generate(400, 200, seed=5)]
     cutoffs = default_cutoffs(events[0].occurred_at, events[-1].occurred_at, HORIZON)
@@ -104,7 +104,7 @@ def test_evaluate_writes_the_stable_json_keys_and_a_report(tmp_path):
 
 
 def parse_iso(day: int) -> str:
-    from worker.events import format_time
+    from worker.core.events import format_time
     return format_time(parse_date("2026-01-05") + day * DAY)[:10]
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from worker.triggers import (
+from worker.core.triggers import (
     CHECKED,
     Fire,
     Holdout,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from worker.events import format_time
+from worker.core.events import format_time
 
 DAY = 86400
 # segment: (share of customers, login gap range in days, purchase gap range in days, app share)

@@ -19,8 +19,8 @@ import joblib
 import numpy as np
 import sklearn
 
+from worker.core.state import FEATURE_NAMES
 from worker.errors import ModelError
-from worker.state import FEATURE_NAMES
 
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model_card.json"
@@ -39,6 +39,12 @@ class ModelArtifact:
     @property
     def kind(self) -> str:
         return str(self.card["kind"])
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        return score_batch(self, rows)
+
+    def explain(self, rows: np.ndarray) -> list[list[dict]]:
+        return explain_batch(self, rows)
 
 
 def load_artifact(path: Path | str) -> ModelArtifact:

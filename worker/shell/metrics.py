@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from worker.events import EVENT_TYPES, REASONS
-from worker.triggers import TRIGGER_TYPES
+from worker.core.events import EVENT_TYPES, REASONS
+from worker.core.triggers import TRIGGER_TYPES
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)

@@ -1,5 +1,5 @@
 """The faust ceiling for the benchmark: a bare agent that only iterates a topic and
-parses JSON. Run as `python -m worker.bench_faust BOOTSTRAP TOPIC N PORT DATADIR`; prints
+parses JSON. Run as `python -m worker.tools.bench_faust BOOTSTRAP TOPIC N PORT DATADIR`; prints
 one JSON line with the rate between its first and N-th event, then exits."""
 from __future__ import annotations
 

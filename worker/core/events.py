@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 EVENT_TYPES = ("login", "purchase", "support")
 SUPPORT_ACTIONS = ("opened", "replied", "resolved", "reopened")
 MAX_ID_LENGTH = 128
-MAX_ID_BYTES = 255   # ids are stored with a one-byte length (worker.codec)
+MAX_ID_BYTES = 255   # ids are stored with a one-byte length (worker.core.codec)
 MAX_AMOUNT = 1e9     # per order; beyond it a unit mistake, and it would overflow CLV features
 # Events dated outside these bounds are typos or unit mistakes (ms vs s), not history.
 MIN_TIME = datetime.fromisoformat("2000-01-01T00:00:00+00:00").timestamp()

@@ -16,10 +16,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from worker.config import load_settings
-from worker.embedded import EmbeddedBroker
-from worker.generate import corrupt, generate
-from worker.kafka_io import create_topics, produce, read_topic
-from worker.process import WorkerProcess, consumed
+from worker.harness.broker import EmbeddedBroker
+from worker.harness.process import WorkerProcess, consumed
+from worker.tools.generate import corrupt, generate
+from worker.tools.kafka_io import create_topics, produce, read_topic
 
 WORKDIR = Path("demo-run")
 BAD_FRACTION = 0.005  # a few malformed messages, to show the dead-letter topic at work

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import cast
 
-from worker.events import Event
+from worker.core.events import Event
 
 DAY = 86400.0
 WINDOW_DAYS = (7, 30, 90)
@@ -63,7 +63,7 @@ class CustomerState:
     bad_support: int = 0
     last_bad_support_at: float = 0.0
     recent_ids: tuple[int, ...] = ()
-    fired: dict[str, float] = field(default_factory=dict)     # trigger memory, kept by worker.triggers
+    fired: dict[str, float] = field(default_factory=dict)     # trigger memory, kept by worker.core.triggers
 
     @property
     def activities(self) -> int:

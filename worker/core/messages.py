@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from worker.events import InvalidEvent, format_time
-from worker.policy import Policy
-from worker.state import FEATURE_NAMES, CustomerState, clv_estimate, nps_class, rhythm_days
-from worker.triggers import Fire, Holdout
+from worker.core.events import InvalidEvent, format_time
+from worker.core.policy import Policy
+from worker.core.state import FEATURE_NAMES, CustomerState, clv_estimate, nps_class, rhythm_days
+from worker.core.triggers import Fire, Holdout
 
 TRIGGER_SCHEMA_VERSION = 1
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from operator import attrgetter
 
-from worker.state import KEPT_DAYS, RECENT_IDS, CustomerState, Ticket, build_state
+from worker.core.state import KEPT_DAYS, RECENT_IDS, CustomerState, Ticket, build_state
 
 FORMAT = 2
 _TIMES = ("first_seen", "last_seen", "last_activity", "first_activity", "last_login", "first_purchase",
@@ -30,7 +30,7 @@ _U16 = 2**16 - 1
 _BITMAP_BYTES = (KEPT_DAYS + 7) // 8
 _TICKET = struct.Struct("<3d")
 _MEMORY = struct.Struct("<Bd")
-# trigger-memory keys (worker.triggers) by code; codes are part of the format: append only
+# trigger-memory keys (worker.core.triggers) by code; codes are part of the format: append only
 MEMORY_KEYS = ("checked_until", "follow_up", "follow_up_episode", "win_back", "win_back_episode",
                "service_recovery", "service_recovery_episode", "service_recovery_bad_rating_episode",
                "service_recovery_sla_breach_episode")

@@ -1,6 +1,6 @@
 """The faust shell: topics (raw bytes), the state table, the batch handler, the timer, HTTP.
 
-With worker.batching, the only module that imports faust. Everything it decides comes from the pure
+With worker.shell.batching, the only module that imports faust. Everything it decides comes from the pure
 core (events, state, triggers, pipeline); this module moves bytes and offsets.
 
 Data flow:
@@ -13,7 +13,7 @@ Data flow:
            deadline index --due--> tick message on <app>-events-by-customer --> agent
 
 "agent" is, by default (CHURN_INPUT_MODE=batch), a handler fed a fetch at a time from
-beneath faust's stream (worker.batching); CHURN_INPUT_MODE=stream runs the same handler
+beneath faust's stream (worker.shell.batching); CHURN_INPUT_MODE=stream runs the same handler
 in a faust agent over `take_events` instead.
 """
 from __future__ import annotations
@@ -30,20 +30,20 @@ import numpy as np
 import orjson
 from prometheus_client import generate_latest
 
-from worker import kafka_client
-from worker.batching import BatchApp
-from worker.codec import decode_state, encode_state
 from worker.config import Settings
-from worker.deadlines import DeadlineIndex
-from worker.events import Event, InvalidEvent, parse_event
-from worker.messages import dead_letter_headers, encode
-from worker.metrics import Metrics, observe_many
-from worker.partitioner import partition_of
-from worker.pipeline import Context, Item, Result, merge, process
-from worker.policy import Policy
-from worker.scoring import ModelArtifact, score_batch
-from worker.state import FEATURE_NAMES, CustomerState, features
-from worker.triggers import pending_deadline
+from worker.core.codec import decode_state, encode_state
+from worker.core.deadlines import DeadlineIndex
+from worker.core.events import Event, InvalidEvent, parse_event
+from worker.core.messages import dead_letter_headers, encode
+from worker.core.partitioner import partition_of
+from worker.core.pipeline import Context, Item, Result, merge, process
+from worker.core.policy import Policy
+from worker.core.state import FEATURE_NAMES, CustomerState, features
+from worker.core.triggers import pending_deadline
+from worker.model.artifact import ModelArtifact, score_batch
+from worker.shell import kafka_client
+from worker.shell.batching import BatchApp
+from worker.shell.metrics import Metrics, observe_many
 
 log = logging.getLogger("churn_worker")
 TICK = b"tick"
@@ -194,7 +194,7 @@ class ChurnApp:
         s, app = self.settings, self.app
         raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.source = app.topic(*s.input_topics, s.repartition_topic, partitions=s.topic_partitions, **raw)
-        # Values are worker.codec bytes: compact in memory and on the changelog. The agent
+        # Values are worker.core.codec bytes: compact in memory and on the changelog. The agent
         # writes the store and the changelog itself, in batches (OutputProducer).
         self.table = app.Table("customer_state", default=None, key_type=bytes, value_type=bytes,
                                partitions=s.topic_partitions)

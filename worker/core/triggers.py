@@ -18,9 +18,9 @@ import zlib
 from dataclasses import dataclass, replace
 from hashlib import sha1
 
-from worker.events import Event
-from worker.policy import Policy
-from worker.state import DAY, CustomerState, is_bad_rating, open_tickets, rhythm_days
+from worker.core.events import Event
+from worker.core.policy import Policy
+from worker.core.state import DAY, CustomerState, is_bad_rating, open_tickets, rhythm_days
 
 TRIGGER_TYPES = ("follow_up", "win_back", "service_recovery")
 _ID_NAMESPACE = uuid.UUID("6f1c3a0e-4e7b-5d2a-9c61-0b7e1d2f3a45")

@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from worker.events import Event
-from worker.messages import build_trigger
-from worker.policy import Policy
-from worker.scoring import ModelArtifact, explain_batch, score_batch
-from worker.state import (
+from worker.core.events import Event
+from worker.core.messages import build_trigger
+from worker.core.policy import Policy
+from worker.core.state import (
     EMPTY,
     FEATURE_NAMES,
     CustomerState,
@@ -28,7 +27,7 @@ from worker.state import (
     is_late,
     with_fired,
 )
-from worker.triggers import (
+from worker.core.triggers import (
     CHECKED,
     Fire,
     Holdout,
@@ -71,9 +70,21 @@ class _Point(NamedTuple):
     quiet: bool  # decide and remember, but send nothing (history older than emit_max_age_s)
 
 
+class Model(Protocol):
+    """What the pipeline needs of a model (worker.model.artifact.ModelArtifact is one; tests
+    build small ones): churn probabilities and the reasons behind them, a batch at a time."""
+
+    @property
+    def version(self) -> str: ...
+
+    def score(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def explain(self, rows: np.ndarray) -> list[list[dict]]: ...
+
+
 @dataclass(frozen=True)
 class Context:
-    artifact: ModelArtifact
+    model: Model
     policy: Policy
     lateness_s: float
     emitted_at: float                 # wall time of this batch, stamped on triggers
@@ -94,7 +105,7 @@ def process(items: list[Item], states: Mapping[str, CustomerState], ctx: Context
         current[item.customer_id] = _advance(item, state, ctx, points, result)
     # an explicit width: a batch of only duplicates, late events or early ticks has no rows
     rows = np.array([features(p.state, p.now) for p in points], dtype=float).reshape(len(points), len(FEATURE_NAMES))
-    result.scores = score_batch(ctx.artifact, rows).tolist()  # Python floats: indexed per point below
+    result.scores = ctx.model.score(rows).tolist()  # Python floats: indexed per point below
     _decide_all(points, rows, result.scores, current, ctx, result)
     # a tick for a customer this worker no longer holds must not create an empty record; such
     # a customer's state is EMPTY itself (compared by identity: equality compares every field)
@@ -197,12 +208,12 @@ def _build(points: list[_Point], rows: np.ndarray, scores: list[float], fired: l
     if not fired:
         return
     rows = rows[[i for i, _ in fired]]  # the scored rows of the points that fire
-    reasons = explain_batch(ctx.artifact, rows)
+    reasons = ctx.model.explain(rows)
     for (i, decision), row, why in zip(fired, rows, reasons):
         p = points[i]
         result.triggers.append(build_trigger(
             decision, customer_id=p.customer_id, state=p.state, score=scores[i],
             row=row.tolist(), reasons=why, now=p.now,
             emitted_at=ctx.emitted_at,
-            policy=ctx.policy, model_version=ctx.artifact.version,
+            policy=ctx.policy, model_version=ctx.model.version,
         ))

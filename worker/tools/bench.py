@@ -1,7 +1,7 @@
 """`churn-worker bench`: the worker beside the ceilings it runs under, in one run, on one broker.
 
     raw_eps         aiokafka getmany + json.loads over the benchmark topic
-    faust_bare_eps  a bare faust agent iterating the same topic (worker.bench_faust)
+    faust_bare_eps  a bare faust agent iterating the same topic (worker.tools.bench_faust)
     naive_eps       the worker processing one event at a time (CHURN_BATCH_SIZE=1): the mean
                     of a window just before and one just after the shipped worker's run, so
                     the ratio compares the two in the same phase of a noisy machine
@@ -39,14 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.embedded import EmbeddedBroker, free_port
-from worker.events import format_time
-from worker.kafka_io import create_topics, produce
-from worker.process import WorkerProcess, consumed
+from worker.core.events import format_time
+from worker.harness.broker import EmbeddedBroker, free_port
+from worker.harness.process import WorkerProcess, consumed
+from worker.tools.kafka_io import create_topics, produce
 
 T0 = 1767571200.0  # 2026-01-05, the benchmark stream's first day
 SPAN_DAYS = 60.0  # the event time the benchmark stream covers
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,8 @@ async def raw_consume(bootstrap: str, topic: str, total: int) -> float:
 
 
 def faust_bare(bootstrap: str, topic: str, total: int, workdir: Path) -> float:
-    done = subprocess.run([sys.executable, "-m", "worker.bench_faust", bootstrap, topic, str(total), str(free_port()),
-                           str(workdir / "bare")], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "worker.tools.bench_faust", bootstrap, topic, str(total),
+                           str(free_port()), str(workdir / "bare")], capture_output=True, text=True, timeout=600)
     for line in (done.stdout + done.stderr).splitlines():  # faust's worker may log our stdout
         if '"eps"' in line:
             return float(json.loads(line[line.index("{"):])["eps"])
@@ -240,7 +239,7 @@ async def broker_floor(bootstrap: str, topic: str, eps: float, seconds: float,
 
 
 async def trigger_times(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> dict[str, float]:
-    from worker.kafka_io import read_topic
+    from worker.tools.kafka_io import read_topic
 
     deadline = time.monotonic() + timeout
     while True:
@@ -321,10 +320,10 @@ def _rss_bytes() -> int:
 def memory_probe(customers: int) -> dict:
     """What the worker holds per customer: the table entry (key and encoded state bytes, as
     the memory store keeps them) and the deadline index entry."""
-    from worker.codec import encode_state
-    from worker.deadlines import DeadlineIndex
-    from worker.events import parse_valid
-    from worker.state import EMPTY, apply_event
+    from worker.core.codec import encode_state
+    from worker.core.deadlines import DeadlineIndex
+    from worker.core.events import parse_valid
+    from worker.core.state import EMPTY, apply_event
 
     def typical(i: int):
         state = EMPTY
@@ -351,7 +350,7 @@ def memory_probe(customers: int) -> dict:
 
 def tick_probe(customers: int, due: int = 1000, repeats: int = 200) -> dict:
     """Cost of one inactivity-timer tick: the deadline index at `customers` entries."""
-    from worker.deadlines import DeadlineIndex
+    from worker.core.deadlines import DeadlineIndex
 
     index = DeadlineIndex()
     for i in range(customers):
@@ -376,9 +375,9 @@ def tick_probe(customers: int, due: int = 1000, repeats: int = 200) -> dict:
 
 def training_probe(n_events: int) -> dict:
     """Training time on n_events synthetic events, from parsed events to a written artifact."""
-    from worker.events import parse_valid
-    from worker.generate import generate
-    from worker.training import build_snapshots, default_cutoffs, train_out_of_time, write_artifact
+    from worker.core.events import parse_valid
+    from worker.tools.generate import generate
+    from worker.tools.training import build_snapshots, default_cutoffs, train_out_of_time, write_artifact
 
     customers = max(n_events // 48, 50)  # the generator yields about 48 events per customer over 180 days
     raw = [json.dumps(e).encode() for e in generate(customers, 180, seed=3)][:n_events]
@@ -399,15 +398,15 @@ def training_probe(n_events: int) -> dict:
 def core_probe(n_events: int, n_customers: int, batch: int = 2000) -> dict:
     """The pure core alone (parse, fold, features, one predict_proba per batch, decisions,
     state encode/decode) over the benchmark stream: the ceiling of the worker's own code."""
-    from worker.codec import decode_state, encode_state
-    from worker.config import DEFAULT_POLICY
-    from worker.events import parse_valid
-    from worker.pipeline import Context, Item, process
-    from worker.policy import load_policy
-    from worker.scoring import load_artifact
+    from worker.config import DEFAULT_POLICY, load_policy
+    from worker.core.codec import decode_state, encode_state
+    from worker.core.events import parse_valid
+    from worker.core.pipeline import Context, Item, process
+    from worker.model import shipped_model_dir
+    from worker.model.artifact import load_artifact
 
     stream = bench_stream(n_events, n_customers)
-    ctx = Context(load_artifact(ROOT / "models" / "churn-v1"), load_policy(DEFAULT_POLICY), 3 * 86400.0,
+    ctx = Context(load_artifact(shipped_model_dir()), load_policy(DEFAULT_POLICY), 3 * 86400.0,
                   emitted_at=time.time(), event_clock=True)
     table: dict[str, bytes] = {}
     started = time.perf_counter()
@@ -420,8 +419,8 @@ def core_probe(n_events: int, n_customers: int, batch: int = 2000) -> dict:
 
 
 def _probe(name: str, *args: int) -> dict:
-    code = f"import json, worker.bench as b; print(json.dumps(b.{name}(*{args!r})))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    code = f"import json, worker.tools.bench as b; print(json.dumps(b.{name}(*{args!r})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     if done.returncode:
         raise RuntimeError(f"{name} failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

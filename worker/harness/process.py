@@ -16,10 +16,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.embedded import free_port, stop_process
 from worker.errors import ChurnWorkerError
-
-ROOT = Path(__file__).resolve().parents[1]
+from worker.harness.broker import free_port, stop_process
 
 
 def scrape(port: int) -> dict[tuple, float]:
@@ -45,7 +43,7 @@ def triggers(samples: dict) -> dict[str, float]:
 class WorkerProcess:
     def __init__(self, bootstrap: str, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
-        self.env = {**os.environ, "CHURN_MODEL_DIR": str(ROOT / "models" / "churn-v1"), **env,
+        self.env = {**os.environ, **env,
                     "CHURN_KAFKA_BOOTSTRAP": bootstrap, "CHURN_WEB_PORT": str(self.port)}
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
@@ -53,8 +51,8 @@ class WorkerProcess:
 
     def start(self, timeout: float = 180.0) -> WorkerProcess:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self.env, cwd=ROOT,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self.env,
+                                            cwd=self.log_path.parent, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,13 +1,12 @@
 """The trigger policy: thresholds, windows, SLA, cooldowns, holdout, segments.
 
-Loaded from a TOML file a product person can read (`worker/default_policy.toml`
-documents every field). `load_policy` refuses a bad file with a PolicyError that
-names the field, and the worker does not start with it.
+Written as TOML a product person can read (`worker/default_policy.toml` documents
+every field). `parse_policy` refuses a bad text with a PolicyError that names the
+field, and the worker does not start with it; `worker.config.load_policy` reads the file.
 """
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -106,12 +105,3 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise PolicyError(f"{source}: invalid policy: {problems}") from None
-
-
-def load_policy(path: Path | str) -> Policy:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read policy: {exc.strerror}") from None
-    return parse_policy(text, str(path))

@@ -24,9 +24,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from worker.events import Event, format_time
-from worker.scoring import CARD_FILE, MODEL_FILE
-from worker.state import DAY, EMPTY, FEATURE_NAMES, CustomerState, apply_event, features
+from worker.core.events import Event, format_time
+from worker.core.state import DAY, EMPTY, FEATURE_NAMES, CustomerState, apply_event, features
+from worker.model.artifact import CARD_FILE, MODEL_FILE
 
 
 @dataclass
@@ -111,7 +111,7 @@ def fit_calibrated(snaps: Snapshots, rows: np.ndarray, C: float = 1.0) -> Pipeli
 def train_out_of_time(snaps: Snapshots, C: float = 1.0) -> tuple[Pipeline, dict]:
     """Out-of-time: fit on every cutoff but the latest and test on the latest (the
     figures reported); the served model is then fit the same way on all cutoffs."""
-    from worker.evaluation import evaluate
+    from worker.tools.evaluation import evaluate
 
     last = len(snaps.cutoffs) - 1
     test = snaps.cutoff_index == last
@@ -160,14 +160,14 @@ def default_cutoffs(first: float, last: float, horizon_s: float, step_days: floa
 
 
 def parse_date(text: str) -> float:
-    from worker.history import _rfc3339
+    from worker.tools.history import _rfc3339
     return datetime.fromisoformat(_rfc3339(text.strip()).replace("Z", "+00:00")).timestamp()
 
 
 def _events(args) -> tuple[list[Event], str]:
-    from worker.events import parse_valid
-    from worker.generate import generate
-    from worker.history import read_history
+    from worker.core.events import parse_valid
+    from worker.tools.generate import generate
+    from worker.tools.history import read_history
 
     if getattr(args, "synthetic", False):
         spec = dict(customers=args.customers, days=args.days, seed=args.seed, start=args.start)
@@ -182,7 +182,7 @@ def _events(args) -> tuple[list[Event], str]:
 
 
 def train_command(args) -> int:
-    from worker.history import parse_duration
+    from worker.tools.history import parse_duration
 
     started = time.monotonic()
     events, source = _events(args)
@@ -212,10 +212,10 @@ def train_command(args) -> int:
 
 
 def evaluate_command(args) -> int:
-    from worker.evaluation import curves, evaluate, threshold_table
-    from worker.history import parse_duration
-    from worker.report import render
-    from worker.scoring import load_artifact, score_batch
+    from worker.model.artifact import load_artifact, score_batch
+    from worker.tools.evaluation import curves, evaluate, threshold_table
+    from worker.tools.history import parse_duration
+    from worker.tools.report import render
 
     artifact = load_artifact(args.model)
     trained = artifact.card.get("training", {})
@@ -239,7 +239,7 @@ def evaluate_command(args) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     if args.report:
-        from worker.evaluation import RECENCY
+        from worker.tools.evaluation import RECENCY
         page = render(summary, curves(snaps.y, p, snaps.X[:, RECENCY]), threshold_table(snaps.y, p),
                       f"Churn model {artifact.version} at {format_time(cutoff)[:10]}", artifact.card)
         args.report.write_text(page)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from worker.events import Event, InvalidEvent, parse_event
+from worker.core.events import Event, InvalidEvent, parse_event
 
 ALIASES = {
     "customer_id": ("customer_id", "cust", "customer", "customerid", "user_id"),
