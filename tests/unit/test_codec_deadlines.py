@@ -190,3 +190,17 @@ def test_a_flood_of_tickets_stays_bounded_and_encodable():
     assert len(state.tickets) == MAX_TICKETS
     assert set(state.tickets) == {e.ticket_id for e in events[-MAX_TICKETS:]}  # the newest are kept
     assert decode_state(encode_state(state)) == state
+
+
+def test_earliest_is_the_first_current_deadline_and_skips_stale_ones():
+    index = DeadlineIndex()
+    assert index.earliest() is None
+    index.set(b"a", 10.0)
+    index.set(b"b", 20.0)
+    assert index.earliest() == 10.0
+    index.set(b"a", 30.0)  # the entry at 10 is stale now
+    assert index.earliest() == 20.0
+    index.set(b"b", None)
+    assert index.earliest() == 30.0 and len(index) == 1
+    assert index.pop_due(30.0, limit=10) == [(b"a", 30.0)]
+    assert index.earliest() is None

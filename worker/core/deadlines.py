@@ -40,6 +40,13 @@ class DeadlineIndex:
                 due.append((key, deadline))
         return due
 
+    def earliest(self) -> float | None:
+        """The earliest current deadline (None when there is none); drops stale entries on top."""
+        heap = self._heap
+        while heap and self._current.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     def clear(self) -> None:
         self._current.clear()
         self._heap.clear()

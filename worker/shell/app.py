@@ -407,9 +407,13 @@ class ChurnApp:
         m.batch_size.observe(len(result.scores))
         observe_many(m.risk, result.scores)
         m.customers.set(self.tracked)
-        m.deadlines.set(len(self.index))
+        self._gauge_deadlines()
         if self.partition_time:
             m.watermark.set(self.watermark())
+
+    def _gauge_deadlines(self) -> None:
+        self.metrics.deadlines.set(len(self.index))
+        self.metrics.next_deadline.set(self.index.earliest() or 0.0)
 
     # ---- silence: the inactivity timer ---------------------------------------------------
     def watermark(self) -> float:
@@ -437,7 +441,7 @@ class ChurnApp:
                 log.warning("tick for a customer was not sent (%r); retrying on the next tick", outcome)
                 self.index.set(key, deadline)
         self.metrics.tick_seconds.observe(time.monotonic() - started)
-        self.metrics.deadlines.set(len(self.index))
+        self._gauge_deadlines()
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
         """Rebuild the deadline index (in-memory) from the recovered table, active partitions
@@ -462,7 +466,7 @@ class ChurnApp:
             settle_heap()
         self.assigned_once = True
         self.metrics.customers.set(count)
-        self.metrics.deadlines.set(len(self.index))
+        self._gauge_deadlines()
         log.info("deadline index rebuilt: %d customers, %d pending, partitions %s",
                  count, len(self.index), sorted(active))
 

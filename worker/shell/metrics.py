@@ -52,6 +52,9 @@ class Metrics:
         self.silence_checks = Counter("churn_silence_checks_total",
                                       "Due silence deadlines taken from the index: into a batch, or sent "
                                       "by the timer as ticks", ["path"], registry=r)
+        self.next_deadline = Gauge("churn_deadline_next_seconds",
+                                   "Earliest pending silence deadline in the index, on the worker's clock "
+                                   "(CHURN_CLOCK); 0 when none", registry=r)
         self.watermark = Gauge("churn_event_time_watermark_seconds",
                                "Event-time watermark (min over active partitions of max event time)",
                                registry=r)
