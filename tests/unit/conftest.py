@@ -20,8 +20,9 @@ import pytest
 
 from worker.config import DEFAULT_POLICY, load_policy
 from worker.core.events import Event, format_time, parse_event
+from worker.core.features import features
 from worker.core.policy import Policy, parse_policy
-from worker.core.state import EMPTY, CustomerState, apply_event, features
+from worker.core.state import EMPTY, CustomerState, apply_event
 from worker.model.artifact import ModelArtifact, load_artifact
 
 ROOT = Path(__file__).resolve().parents[2]

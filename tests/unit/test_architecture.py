@@ -45,7 +45,7 @@ def _top(name: str) -> str:
 
 def test_the_core_exists_and_holds_the_pure_modules():
     names = {p.stem for p in CORE}
-    assert {"events", "state", "codec", "policy", "triggers", "pipeline", "deadlines",
+    assert {"events", "state", "slots", "features", "codec", "policy", "triggers", "pipeline", "deadlines",
             "partitioner", "messages"} <= names
 
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 
 from worker.core.events import format_time
+from worker.core.features import features
 from worker.core.pipeline import Context, Item, Result, process
-from worker.core.state import features
 from worker.core.triggers import CHECKED, lapse_days, pending_deadline
 
 from .conftest import DAY, HOUR, at, fold, login, purchase, regular_customer, support

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sklearn
 
-from worker.core.state import FEATURE_NAMES
+from worker.core.features import FEATURE_NAMES
 from worker.errors import ModelError
 from worker.model.artifact import CARD_FILE, MODEL_FILE, contributions, explain_batch, load_artifact, score_batch
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from worker.core.state import features
+from worker.core.features import features
 from worker.model.artifact import contributions, load_artifact, score_batch
 from worker.tools.generate import generate, write_jsonl
 from worker.tools.history import parse_duration, read_history

@@ -10,7 +10,6 @@ import pytest
 from worker.core.triggers import (
     CHECKED,
     Fire,
-    Holdout,
     Suppressed,
     deadlines,
     decide,
@@ -50,7 +49,7 @@ def test_lapse_fires_win_back_once_per_episode(policy):
     decisions, state = decide(policy, "c-1", state, LOW, last + 4 * DAY)
     assert len(decisions) == 1
     fire = decisions[0]
-    assert isinstance(fire, Fire)
+    assert isinstance(fire, Fire) and not fire.held_out
     assert (fire.type, fire.rule, fire.threshold) == ("win_back", "lapsed", None)
     # deciding again in the same silence gives nothing new, at any later time
     for later in (last + 4 * DAY, last + 5 * DAY, last + 90 * DAY):
@@ -68,7 +67,7 @@ def test_new_activity_rearms_win_back_after_the_cooldown(policy):
     state = fold([login(first_fire + 40 * DAY)], state)
     lapse = lapse_days(policy, state) * DAY
     [second], state = decide(policy, "c-1", state, LOW, state.last_activity + lapse)
-    assert isinstance(second, Fire) and (second.type, second.rule) == ("win_back", "lapsed")
+    assert isinstance(second, Fire) and not second.held_out and (second.type, second.rule) == ("win_back", "lapsed")
     assert second.trigger_id != first.trigger_id
 
 
@@ -86,7 +85,8 @@ def test_a_second_lapse_within_the_cooldown_is_suppressed_then_fires_after_it(po
     assert decisions == [Suppressed("win_back", "cooldown")]
     # once the cooldown has passed the same (still open) lapse episode fires, with a new id
     [fire], state = decide(policy, "c-1", state, LOW, first_fire + 30 * DAY)
-    assert isinstance(fire, Fire) and fire.type == "win_back" and fire.trigger_id != first.trigger_id
+    assert isinstance(fire, Fire) and not fire.held_out
+    assert fire.type == "win_back" and fire.trigger_id != first.trigger_id
     assert decide(policy, "c-1", state, LOW, first_fire + 31 * DAY)[0] == []
 
 
@@ -106,7 +106,7 @@ def test_risk_thresholds_for_an_active_customer(policy, score, expected):
         assert set(after.fired) == {CHECKED}  # only the silence check is remembered
         return
     [fire] = decisions
-    assert isinstance(fire, Fire) and (fire.type, fire.rule, fire.threshold) == expected
+    assert isinstance(fire, Fire) and not fire.held_out and (fire.type, fire.rule, fire.threshold) == expected
     # the same activity episode does not fire twice
     assert decide(policy, "c-1", after, score, at(10, 12))[0] == []
 
@@ -134,7 +134,8 @@ def test_service_recovery_on_a_bad_rating(policy, rating, bad):
         assert decisions == []
         return
     [fire] = decisions
-    assert isinstance(fire, Fire) and (fire.type, fire.rule, fire.threshold) == ("service_recovery", "bad_rating", None)
+    assert isinstance(fire, Fire) and not fire.held_out
+    assert (fire.type, fire.rule, fire.threshold) == ("service_recovery", "bad_rating", None)
 
 
 def test_a_bad_rating_fires_from_its_event_alone_whatever_tickets_the_state_keeps(policy):
@@ -157,7 +158,7 @@ def test_service_recovery_for_a_ticket_past_the_sla(policy):
     state = fold([support(opened, "opened", "t-7"), support(opened + 2 * HOUR, "replied", "t-7")], daily_user())
     assert decide(policy, "c-1", state, LOW, opened + 24 * HOUR - 1)[0] == []
     [fire], after = decide(policy, "c-1", state, LOW, opened + 24 * HOUR)
-    assert isinstance(fire, Fire)
+    assert isinstance(fire, Fire) and not fire.held_out
     assert (fire.type, fire.rule, fire.threshold) == ("service_recovery", "sla_breach", 24.0)
     assert decide(policy, "c-1", after, LOW, opened + 30 * HOUR)[0] == []  # once per ticket
     # a ticket resolved in time never breaches
@@ -192,7 +193,7 @@ def test_holdout_percent_100_withholds_every_trigger():
     everyone = policy_with(percent="100.0")
     state = daily_user()
     [held], after = decide(everyone, "c-1", state, LOW, at(9, 9) + 4 * DAY)
-    assert isinstance(held, Holdout) and (held.type, held.rule) == ("win_back", "lapsed")
+    assert isinstance(held, Fire) and held.held_out and (held.type, held.rule) == ("win_back", "lapsed")
     # a held-out trigger is remembered like a fired one
     assert decide(everyone, "c-1", after, LOW, at(20))[0] == []
     assert all(in_holdout(everyone, f"c-{n}") for n in range(1000))
@@ -201,7 +202,7 @@ def test_holdout_percent_100_withholds_every_trigger():
 def test_holdout_percent_0_withholds_nothing(policy):
     assert not any(in_holdout(policy, f"c-{n}") for n in range(1000))
     [fire], _ = decide(policy, "c-1", daily_user(), LOW, at(9, 9) + 4 * DAY)
-    assert isinstance(fire, Fire)
+    assert isinstance(fire, Fire) and not fire.held_out
 
 
 def test_holdout_membership_is_stable_and_proportional():

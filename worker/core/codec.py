@@ -141,6 +141,11 @@ def decode_state(raw: bytes) -> CustomerState:
         pos += _MEMORY.size
     if pos != len(raw):
         raise ValueError(f"customer state has {len(raw) - pos} trailing bytes")
-    # in CustomerState's field order; _TIMES order for t
-    return build_state(t[0], t[1], t[2], t[3], t[4], t[5], t[6], logins, orders, t[7], active_days, tickets,
-                       last_csat, t[8], last_nps, t[9], bad_support, t[10], recent_ids, memory)
+    first_seen, last_seen, last_activity, first_activity, last_login, first_purchase, last_purchase, revenue, \
+        last_csat_at, last_nps_at, last_bad_support_at = t  # _TIMES, in order
+    return build_state(
+        first_seen=first_seen, last_seen=last_seen, last_activity=last_activity, first_activity=first_activity,
+        last_login=last_login, first_purchase=first_purchase, last_purchase=last_purchase, logins=logins,
+        orders=orders, revenue=revenue, active_days=active_days, tickets=tickets, last_csat=last_csat,
+        last_csat_at=last_csat_at, last_nps=last_nps, last_nps_at=last_nps_at, bad_support=bad_support,
+        last_bad_support_at=last_bad_support_at, recent_ids=recent_ids, fired=memory)

@@ -11,9 +11,10 @@ from typing import Any
 import orjson
 
 from worker.core.events import InvalidEvent, format_time
+from worker.core.features import FEATURE_NAMES, clv_estimate, nps_class, rhythm_days
 from worker.core.policy import Policy
-from worker.core.state import FEATURE_NAMES, CustomerState, clv_estimate, nps_class, rhythm_days
-from worker.core.triggers import Fire, Holdout
+from worker.core.state import CustomerState
+from worker.core.triggers import Fire
 
 TRIGGER_SCHEMA_VERSION = 1
 
@@ -38,7 +39,7 @@ def rhythm(state: CustomerState) -> str:
     return "daily" if days <= 1.5 else "weekly" if days <= 10 else "monthly" if days <= 45 else "rare"
 
 
-def build_trigger(decision: Fire | Holdout, *, customer_id: str, state: CustomerState,
+def build_trigger(decision: Fire, *, customer_id: str, state: CustomerState,
                   score: float, row: list[float], reasons: list[dict], now: float,
                   emitted_at: float, policy: Policy,
                   model_version: str) -> dict[str, Any]:

@@ -15,22 +15,13 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from worker.core.events import Event
+from worker.core.features import FEATURE_NAMES, features
 from worker.core.messages import build_trigger
 from worker.core.policy import Policy
-from worker.core.state import (
-    EMPTY,
-    FEATURE_NAMES,
-    CustomerState,
-    apply_event,
-    features,
-    is_duplicate,
-    is_late,
-    with_fired,
-)
+from worker.core.state import EMPTY, CustomerState, apply_event, is_duplicate, is_late, with_fired
 from worker.core.triggers import (
     CHECKED,
     Fire,
-    Holdout,
     Suppressed,
     decide_memory,
     earliest_possible_deadline,
@@ -173,7 +164,7 @@ def _close_due(customer_id: str, state: CustomerState, until: float, ctx: Contex
 
 def _checked_until(state: CustomerState, t: float) -> CustomerState:
     """The state with its silence recorded as checked up to `t` (later deadlines are pending)."""
-    return with_fired(state, {**state.fired, CHECKED: t})
+    return with_fired(state, fired={**state.fired, CHECKED: t})
 
 
 def _quiet(event_time: float, ctx: Context) -> bool:
@@ -191,7 +182,7 @@ def _decide_all(points: list[_Point], rows: np.ndarray, scores: list[float], cur
         for d in decisions:
             if isinstance(d, Suppressed):
                 result.suppressed[(d.type, d.reason)] += 1
-            elif isinstance(d, Holdout):
+            elif d.held_out:
                 result.holdouts[d.type] += 1
             elif point.quiet:
                 result.quiet[d.type] += 1
@@ -199,7 +190,7 @@ def _decide_all(points: list[_Point], rows: np.ndarray, scores: list[float], cur
                 fired.append((i, d))
     for cid, state in current.items():
         if memory[cid] is not state.fired:
-            current[cid] = with_fired(state, memory[cid])
+            current[cid] = with_fired(state, fired=memory[cid])
     _build(points, rows, scores, fired, ctx, result)
 
 

@@ -1,8 +1,7 @@
-"""Per-customer state as a pure fold, and the model's feature vector.
+"""Per-customer state as a pure fold: `apply_event(state, event) -> state`.
 
-`apply_event(state, event) -> state` and `features(state, now)` read no clock
-and do no I/O: the worker, training and the tests all run this same code, so
-what was measured offline is what runs online.
+No clock, no I/O: time comes in with the event. The feature vector built from a state
+is worker.core.features; the compiled writers that copy a state, worker.core.slots.
 
 Every aggregate is order-independent (max, min, sums, day buckets, ratings kept
 by their own timestamp), so out-of-order events within the lateness bound give
@@ -11,25 +10,19 @@ the same state as in-order ones; a redelivered `event_id` changes nothing.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
+from worker.core import slots
 from worker.core.events import Event
 
 DAY = 86400.0
-WINDOW_DAYS = (7, 30, 90)
-KEPT_DAYS = max(WINDOW_DAYS)
+KEPT_DAYS = 90  # the activity bitmap's span, in days (the longest feature window)
 # Redeliveries replay what was processed since the last offset commit: a customer's
 # last 16 event ids cover it for all but the busiest customers, and keep the record small.
 RECENT_IDS = 16
 MAX_TICKETS = 32  # kept per customer (open ones first, newest first); the codec counts them in a byte
 _WINDOW_MASK = (1 << KEPT_DAYS) - 1
-# CLV = average order value x purchases per year x expected relationship length.
-EXPECTED_LIFETIME_YEARS = 2.0
-MIN_TENURE_DAYS = 30.0  # frequency over a shorter tenure is noise
-_HOUR_IN_DAYS = 1 / 24
-NEVER_DAYS = 365.0  # "days since" cap for things that never happened
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,44 +100,25 @@ def apply_event(state: CustomerState, event: Event) -> CustomerState:
     # result would depend on the order they arrive in
     active_days = _mark_day(state.active_days, state.last_activity, t)
     if event.type == "login":
-        return _with_login(state, first_seen, last_seen, recent_ids, last_activity, first_activity, active_days,
-                           t if t > state.last_login else state.last_login, state.logins + 1)
-    return _with_purchase(state, first_seen, last_seen, recent_ids, last_activity, first_activity, active_days,
-                          (t if t < state.first_purchase else state.first_purchase) if state.first_purchase else t,
-                          t if t > state.last_purchase else state.last_purchase, state.orders + 1,
-                          state.revenue + event.amount)
+        return _with_login(state, first_seen=first_seen, last_seen=last_seen, recent_ids=recent_ids,
+                           last_activity=last_activity, first_activity=first_activity, active_days=active_days,
+                           last_login=t if t > state.last_login else state.last_login, logins=state.logins + 1)
+    return _with_purchase(
+        state, first_seen=first_seen, last_seen=last_seen, recent_ids=recent_ids, last_activity=last_activity,
+        first_activity=first_activity, active_days=active_days,
+        first_purchase=(t if t < state.first_purchase else state.first_purchase) if state.first_purchase else t,
+        last_purchase=t if t > state.last_purchase else state.last_purchase, orders=state.orders + 1,
+        revenue=state.revenue + event.amount)
 
 
-_FIELDS = tuple(f.name for f in fields(CustomerState))
+# compiled writers (worker.core.slots): a new state per event costs about half of replace()'s
+evolve = slots.evolver(CustomerState)      # replace(state, **changes)
+build_state = slots.builder(CustomerState)  # CustomerState(**every field): what the codec decodes
 
 
-def _slot_writer(name: str, params: str, value: Callable[[str], str]) -> Callable[..., CustomerState]:
-    """Compile `def name(params)` building a CustomerState slot by slot, field f from the
-    expression value(f): no per-call introspection, and none of the frozen dataclass's
-    object.__setattr__ per field (these run several times per event; the loop that
-    dataclasses.replace runs cost 3x as much)."""
-    lines = [f"def {name}({params}):", "    new = _new(_cls)"]
-    lines += [f"    _set_{f}(new, {value(f)})" for f in _FIELDS]
-    lines.append("    return new")
-    scope: dict = {"_new": object.__new__, "_cls": CustomerState,
-                   **{f"_set_{f}": getattr(CustomerState, f).__set__ for f in _FIELDS}}
-    exec("\n".join(lines), scope)  # noqa: S102 - the source is built from the dataclass's own field names
-    return scope[name]
-
-
-# replace(state, **changes)
-evolve = _slot_writer("evolve", "state, **changes", lambda f: f"changes[{f!r}] if {f!r} in changes else state.{f}")
-# CustomerState(*every field, in declaration order): what the state codec decodes
-build_state = _slot_writer("build_state", ", ".join(_FIELDS), lambda f: f)
-
-
-def updater(name: str, *changed: str) -> Callable[..., CustomerState]:
-    """`name(state, *values)`: the state with the `changed` fields set to `values`, in that
-    order (what evolve does for a fixed set of fields, without its keyword handling)."""
-    unknown = set(changed) - set(_FIELDS)
-    if unknown:
-        raise ValueError(f"not CustomerState fields: {sorted(unknown)}")
-    return _slot_writer(name, ", ".join(("state", *changed)), lambda f: f if f in changed else f"state.{f}")
+def updater(name: str, *changed: str):
+    """`name(state, *, changed fields)`: the state with those fields set."""
+    return slots.updater(CustomerState, name, *changed)
 
 
 with_fired = updater("with_fired", "fired")
@@ -211,122 +185,3 @@ def _ticket_update(tickets: dict[str, Ticket], event: Event) -> dict[str, Ticket
 
 def open_tickets(state: CustomerState) -> list[tuple[str, Ticket]]:
     return [(k, v) for k, v in state.tickets.items() if not v.resolved_at]
-
-
-def activity_in(state: CustomerState, now: float, days: int) -> int:
-    """Days with a login or purchase among the `days` days up to and including now's day."""
-    if not state.last_activity:
-        return 0
-    covered = int(state.last_activity // DAY) - int(now // DAY) + days  # bits 0..covered-1 are in the window
-    return (state.active_days & ((1 << max(0, min(covered, KEPT_DAYS))) - 1)).bit_count()
-
-
-def mean_purchase_gap_days(state: CustomerState) -> float:
-    if state.orders < 2:
-        return NEVER_DAYS
-    return (state.last_purchase - state.first_purchase) / DAY / (state.orders - 1)
-
-
-def rhythm_days(state: CustomerState) -> float | None:
-    """The customer's usual gap between activities, or None with too little history."""
-    if state.activities < 3:
-        return None
-    days = (state.last_activity - state.first_activity) / DAY / (state.activities - 1)
-    return _HOUR_IN_DAYS if _HOUR_IN_DAYS > days else days
-
-
-def clv_estimate(state: CustomerState, now: float) -> float:
-    if not state.orders:
-        return 0.0
-    days = (now - state.first_seen) / DAY
-    tenure_years = (MIN_TENURE_DAYS if MIN_TENURE_DAYS > days else days) / 365.0
-    return state.revenue / state.orders * (state.orders / tenure_years) * EXPECTED_LIFETIME_YEARS
-
-
-def nps_class(score: int) -> str | None:
-    if score < 0:
-        return None
-    return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
-
-
-FEATURE_NAMES: tuple[str, ...] = (
-    "days_since_last_activity",
-    "days_since_last_login",
-    "days_since_last_purchase",
-    "tenure_days",
-    "activity_7d",
-    "activity_30d",
-    "activity_90d",
-    "orders",
-    "revenue",
-    "avg_order_value",
-    "purchases_per_30d",
-    "mean_days_between_purchases",
-    "purchase_overdue_ratio",
-    "repeat_purchaser",
-    "clv_estimate",
-    "open_tickets",
-    "oldest_open_ticket_hours",
-    "last_csat",
-    "nps_detractor",
-    "nps_promoter",
-    "days_since_bad_support",
-)
-
-
-def _days_since(t: float, now: float) -> float:
-    if not t:
-        return NEVER_DAYS
-    elapsed = now - t
-    days = (0.0 if 0.0 > elapsed else elapsed) / DAY
-    return NEVER_DAYS if NEVER_DAYS < days else days
-
-
-def features(state: CustomerState, now: float) -> list[float]:
-    """The model's input, in FEATURE_NAMES order: recency, frequency, monetary value,
-    rhythm, support experience. Pure; `now` is the scoring time."""
-    age = now - state.first_seen
-    tenure = (0.0 if 0.0 > age else age) / DAY
-    since_purchase = _days_since(state.last_purchase, now)
-    gap = mean_purchase_gap_days(state)
-    orders, revenue = state.orders, state.revenue
-    # a decision at a past deadline may see a ticket opened later: it was not waiting then
-    waiting = [now - t.opened_at for _, t in open_tickets(state) if t.opened_at <= now] if state.tickets else ()
-    nps = nps_class(state.last_nps)
-    return [
-        _days_since(state.last_activity, now),
-        _days_since(state.last_login, now),
-        since_purchase,
-        tenure,
-        *_windows(state, now),
-        float(orders),
-        revenue,
-        revenue / orders if orders else 0.0,
-        orders / (MIN_TENURE_DAYS if MIN_TENURE_DAYS > tenure else tenure) * 30.0,
-        gap,
-        50.0 if 50.0 < (overdue := since_purchase / (1.0 if 1.0 > gap else gap)) else overdue,
-        1.0 if orders >= 2 else 0.0,
-        clv_estimate(state, now),
-        float(len(waiting)),
-        max(waiting, default=0.0) / 3600.0,
-        float(state.last_csat),
-        1.0 if nps == "detractor" else 0.0,
-        1.0 if nps == "promoter" else 0.0,
-        _days_since(state.last_bad_support_at, now),
-    ]
-
-
-def _windows(state: CustomerState, now: float) -> list[float]:
-    """activity_in for each of WINDOW_DAYS, sharing the window arithmetic."""
-    if not state.last_activity:
-        return [0.0] * len(WINDOW_DAYS)
-    base, bits = int(state.last_activity // DAY) - int(now // DAY), state.active_days
-    out = []
-    for w in WINDOW_DAYS:
-        covered = base + w  # bits 0..covered-1, clamped to 0..KEPT_DAYS
-        mask = _LOW_BITS[0 if covered < 0 else KEPT_DAYS if covered > KEPT_DAYS else covered]
-        out.append(float((bits & mask).bit_count()))
-    return out
-
-
-_LOW_BITS = tuple((1 << n) - 1 for n in range(KEPT_DAYS + 1))

@@ -2,8 +2,8 @@
 
     decide(policy, customer_id, state, score, now, cause) -> (decisions, state)
 
-returns what to do (`Fire`, `Suppressed` or `Holdout` per trigger type that
-applied) and the state with its trigger memory updated. Silence is handled by
+returns what to do (`Fire`, held out for the control group or not, or `Suppressed`,
+per trigger type that applied) and the state with its trigger memory updated. Silence is handled by
 deadlines: `next_deadline(policy, state, after)` is the next moment at which a
 silent customer must be looked at again (a follow-up check, the lapse, a
 support SLA), and the worker evaluates `decide` at exactly that moment.
@@ -17,10 +17,12 @@ import uuid
 import zlib
 from dataclasses import dataclass, replace
 from hashlib import sha1
+from typing import NamedTuple
 
 from worker.core.events import Event
+from worker.core.features import rhythm_days
 from worker.core.policy import Policy
-from worker.core.state import DAY, CustomerState, is_bad_rating, open_tickets, rhythm_days
+from worker.core.state import DAY, CustomerState, is_bad_rating, open_tickets
 
 TRIGGER_TYPES = ("follow_up", "win_back", "service_recovery")
 _ID_NAMESPACE = uuid.UUID("6f1c3a0e-4e7b-5d2a-9c61-0b7e1d2f3a45")
@@ -30,18 +32,14 @@ CHECKED = "checked_until"  # trigger memory key: silence evaluated up to this ti
 
 @dataclass(frozen=True, slots=True)
 class Fire:
+    """A trigger decided for an episode: sent, or, for a customer in the holdout, counted
+    and remembered as if sent (the control group)."""
+
     type: str
     trigger_id: str
     rule: str          # why: lapsed | risk_above_threshold | sla_breach | bad_rating
     threshold: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Holdout:
-    type: str
-    trigger_id: str
-    rule: str
-    threshold: float | None
+    held_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +48,17 @@ class Suppressed:
     reason: str        # cooldown | already_fired
 
 
-Decision = Fire | Holdout | Suppressed
+class Candidate(NamedTuple):
+    """A trigger that applies at a decision point, before cooldowns and episodes are checked."""
+
+    type: str
+    rule: str
+    episode: str       # what the trigger id is derived from: one id per episode
+    episode_at: float  # the episode's time: a newer episode re-arms the trigger
+    threshold: float | None
+
+
+Decision = Fire | Suppressed
 
 
 def lapse_days(policy: Policy, state: CustomerState) -> float:
@@ -145,19 +153,18 @@ def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory
     activity = _activity_trigger(policy, state, score, now)
     if recovery is None and activity is None:
         return [], memory  # the common case: nothing applies
-    candidates = [c for c in (recovery, activity) if c]
+    candidates = [c for c in (recovery, activity) if c is not None]
     decisions: list[Decision] = []
     memory = dict(memory)  # copied only when it may change: the caller's dict is never modified
-    for kind, rule, episode, key, threshold in candidates:
-        if memory.get(_episode_key(kind, rule), 0.0) >= key:
+    for c in candidates:
+        if memory.get(_episode_key(c.type, c.rule), 0.0) >= c.episode_at:
             continue  # this episode has had its trigger; re-armed only by a newer one
-        if now - memory.get(kind, -1e18) < policy.cooldown_s(kind):
-            decisions.append(Suppressed(kind, "cooldown"))
+        if now - memory.get(c.type, -1e18) < policy.cooldown_s(c.type):
+            decisions.append(Suppressed(c.type, "cooldown"))
             continue
-        memory[kind], memory[_episode_key(kind, rule)] = now, key
-        tid = trigger_id(kind, customer_id, episode)
-        make = Holdout if in_holdout(policy, customer_id) else Fire
-        decisions.append(make(kind, tid, rule, threshold))
+        memory[c.type], memory[_episode_key(c.type, c.rule)] = now, c.episode_at
+        decisions.append(Fire(c.type, trigger_id(c.type, customer_id, c.episode), c.rule, c.threshold,
+                              held_out=in_holdout(policy, customer_id)))
     return decisions, memory
 
 
@@ -168,7 +175,7 @@ def _episode_key(kind: str, rule: str) -> str:
     return f"{kind}_{rule}_episode" if kind == "service_recovery" else f"{kind}_episode"
 
 
-def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: float):
+def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: float) -> Candidate | None:
     """win_back for a lapsed or very-high-risk customer, else follow_up above its threshold.
     The episode is the customer's latest activity: new activity re-arms both."""
     last = state.last_activity
@@ -183,25 +190,25 @@ def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: f
     episode = f"after:{last:.3f}"
     # the same expression as the lapse deadline, so deciding at that deadline is exact in floats
     if now >= last + lapse_days(policy, state) * DAY:
-        return ("win_back", "lapsed", episode, last, None)
+        return Candidate("win_back", "lapsed", episode, last, None)
     if score >= risk.win_back_threshold:
-        return ("win_back", "risk_above_threshold", episode, last, risk.win_back_threshold)
+        return Candidate("win_back", "risk_above_threshold", episode, last, risk.win_back_threshold)
     if score >= risk.follow_up_threshold:
-        return ("follow_up", "risk_above_threshold", episode, last, risk.follow_up_threshold)
+        return Candidate("follow_up", "risk_above_threshold", episode, last, risk.follow_up_threshold)
     return None
 
 
-def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: Event | None):
+def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: Event | None) -> Candidate | None:
     """A bad rating just arrived, or the oldest open ticket is past the SLA."""
     if cause is not None and cause.type == "support" and is_bad_rating(cause, policy.support.bad_csat_max):
-        return ("service_recovery", "bad_rating", f"rating:{cause.event_id}", cause.occurred_at, None)
+        return Candidate("service_recovery", "bad_rating", f"rating:{cause.event_id}", cause.occurred_at, None)
     if not state.tickets:  # most customers have none: skip the list
         return None
     sla = policy.support.sla_hours * 3600.0
     breached = [(t.opened_at, k) for k, t in open_tickets(state) if now >= t.opened_at + sla]
     if breached:
         opened_at, ticket = min(breached)
-        return ("service_recovery", "sla_breach", f"ticket:{ticket}:{opened_at:.3f}", opened_at,
+        return Candidate("service_recovery", "sla_breach", f"ticket:{ticket}:{opened_at:.3f}", opened_at,
                 policy.support.sla_hours)
     return None
 

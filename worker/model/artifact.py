@@ -19,7 +19,7 @@ import joblib
 import numpy as np
 import sklearn
 
-from worker.core.state import FEATURE_NAMES
+from worker.core.features import FEATURE_NAMES
 from worker.errors import ModelError
 
 MODEL_FILE = "model.joblib"

@@ -34,11 +34,12 @@ from worker.config import Settings
 from worker.core.codec import decode_state, encode_state
 from worker.core.deadlines import DeadlineIndex
 from worker.core.events import Event, InvalidEvent, parse_event
+from worker.core.features import FEATURE_NAMES, features
 from worker.core.messages import dead_letter_headers, encode
 from worker.core.partitioner import partition_of
 from worker.core.pipeline import Context, Item, Result, merge, process
 from worker.core.policy import Policy
-from worker.core.state import FEATURE_NAMES, CustomerState, features
+from worker.core.state import CustomerState
 from worker.core.triggers import pending_deadline
 from worker.model.artifact import ModelArtifact, score_batch
 from worker.shell import kafka_client

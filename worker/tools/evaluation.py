@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
 
-from worker.core.state import FEATURE_NAMES
+from worker.core.features import FEATURE_NAMES
 
 RECENCY = FEATURE_NAMES.index("days_since_last_purchase")
 ORDERS = FEATURE_NAMES.index("orders")

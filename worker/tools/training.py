@@ -25,7 +25,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from worker.core.events import Event, format_time
-from worker.core.state import DAY, EMPTY, FEATURE_NAMES, CustomerState, apply_event, features
+from worker.core.features import FEATURE_NAMES, features
+from worker.core.state import DAY, EMPTY, CustomerState, apply_event
 from worker.model.artifact import CARD_FILE, MODEL_FILE
 
 
