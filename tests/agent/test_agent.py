@@ -1,21 +1,35 @@
-"""The faust agent under faust's own test_context(): no broker, a fake sink.
+"""The worker's shell under faust, without a broker, in the default (batch) input mode.
 
-Covers the shell around the pure core: batching, dead letters with source
-headers, the repartition hop for unkeyed messages, table writes and triggers.
+Each `feed.deliver(...)` is one fetch: records go through the batch consumer's own fetch
+loop (worker.shell.batching) into the worker's batch handler, which sends to a fake sink
+and writes a fake changelog, both acknowledged by the test. A delivery returns once the
+handler is done and the records are acked, so every assertion follows a finished batch:
+nothing waits for time to pass. One test runs the stream input mode (a faust agent under
+`test_context()`), waiting on the metric that counts what it consumed.
+
+Covers the shell around the pure core: batching, dead letters with source headers, the
+repartition hop for unkeyed messages, table writes and triggers, silence checks, the
+quarantine of an input the pipeline fails on.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
 
 from worker.config import load_policy, load_settings
+from worker.core.admission import KIND_HEADER, TICK
 from worker.core.codec import decode_state
 from worker.core.events import format_time
+from worker.core.partitioner import partition_of
 from worker.model.artifact import load_artifact
-from worker.shell.app import KIND_HEADER, TICK, ChurnApp, partition_of
+from worker.shell.app import ChurnApp
 from worker.shell.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +51,7 @@ class FakeChangelog:
 
 
 class FakeSink:
-    """Collects what the app sends; every send is acknowledged at once."""
+    """Collects what the app sends; every send is acknowledged a little later, as a broker's."""
 
     def __init__(self, journal: list) -> None:
         self.sent: list[tuple[str, bytes | None, bytes, list | None]] = []
@@ -47,17 +61,64 @@ class FakeSink:
         self.sent.append((topic, key, value, headers))
         fut = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda _: self.journal.append(f"acked {topic}"))
-        asyncio.get_running_loop().call_later(0.01, fut.set_result, None)  # the broker answers later
+        asyncio.get_running_loop().call_soon(fut.set_result, None)  # after the send returns, not at once
         return fut
 
     def on(self, topic: str) -> list:
         return [m for m in self.sent if m[0] == topic]
 
 
-@pytest.fixture()
-def churn(tmp_path):
-    settings = load_settings(kafka_bootstrap="127.0.0.1:1", clock="event", data_dir=tmp_path, input_mode="stream",
-                             batch_size=50, batch_within_s=0.05, model_dir=ROOT / "models" / "churn-v1")
+class Feed:
+    """Fetches for the batch consumer's fetch loop: `deliver` runs one fetch through it."""
+
+    def __init__(self, churn: ChurnApp) -> None:
+        self.churn = churn
+        self.offsets: dict[TP, int] = {}
+        consumer = churn.app.consumer
+        consumer.highwater = lambda tp: self.offsets.get(tp, 0)
+        churn.app.flow_control.resume()
+
+    def keyed(self, value: bytes, customer: str, headers=()) -> ConsumerRecord:
+        """As a producer keying by customer id would: the key's own partition."""
+        key = customer.encode()
+        return self.record(self.churn.settings.input_topics[0], partition_of(key, 4), key, value, headers)
+
+    def tick(self, customer: str, deadline: float) -> ConsumerRecord:
+        key = customer.encode()
+        return self.record(self.churn.settings.repartition_topic, partition_of(key, 4), key,
+                           json.dumps({"deadline": deadline}).encode(), [(KIND_HEADER, TICK)])
+
+    def record(self, topic: str, partition: int, key: bytes | None, value: bytes, headers=()) -> ConsumerRecord:
+        tp = TP(topic, partition)
+        offset = self.offsets.get(tp, 0)
+        self.offsets[tp] = offset + 1
+        return ConsumerRecord(topic, partition, offset, int(time.time() * 1000), 0, key, value, None,
+                              len(key or b""), len(value), list(headers))
+
+    async def deliver(self, *records: ConsumerRecord) -> None:
+        """One fetch of `records`, through BatchConsumer._drain_messages to the handler; returns
+        when the loop has handled and acked them and asks for the next fetch."""
+        consumer = self.churn.app.consumer
+        fetch: dict[TP, list] = {}
+        for r in records:
+            fetch.setdefault(TP(r.topic, r.partition), []).append(r)
+        fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        fetches = [fetch]
+
+        async def wait_next_records(timeout):
+            if fetches:
+                got = fetches.pop(0)
+                return got, set(got)
+            fetcher._stopped.set()  # the loop asks again: the fetch is done
+            return {}, None
+
+        consumer._wait_next_records = wait_next_records
+        await consumer._drain_messages(fetcher)
+
+
+def make_churn(tmp_path, **overrides) -> tuple[ChurnApp, FakeSink]:
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1", clock="event", data_dir=tmp_path, batch_size=50,
+                             model_dir=ROOT / "models" / "churn-v1", **overrides)
     journal: list[str] = []
     sink = FakeSink(journal)
     app = ChurnApp(settings, load_artifact(settings.model_dir), load_policy(settings.policy_path),
@@ -68,63 +129,72 @@ def churn(tmp_path):
     return app, sink
 
 
+@pytest.fixture()
+def churn(tmp_path):
+    app, sink = make_churn(tmp_path)
+    assert app.settings.input_mode == "batch"  # the default, as in production
+    return app, sink, Feed(app)
+
+
 def event(n: int, kind: str, customer: str, day: float, **extra) -> bytes:
     return json.dumps({"schema_version": 1, "event_id": f"a-{n}", "type": kind, "customer_id": customer,
                        "occurred_at": format_time(T0 + day * DAY), **extra}).encode()
-
-
-async def put_keyed(agent, churn_app, value: bytes, customer: str, headers=None):
-    """As a producer keying by customer id would: the key's own partition. test_context
-    numbers offsets from 0 in put order."""
-    key = customer.encode()
-    part = partition_of(key, churn_app.settings.topic_partitions)
-    await agent.put(value, key=key, partition=part, headers=headers or [], wait=False)
 
 
 def run(coro):
     return asyncio.run(coro)
 
 
+def consumed(app, kind: str, outcome: str) -> float:
+    return app.metrics.registry.get_sample_value("churn_events_consumed_total", {"type": kind, "outcome": outcome})
+
+
 def test_events_fold_into_the_table_and_a_bad_rating_fires_service_recovery(churn):
-    app, sink = churn
-    agent = app.app.agents["customer-events"]
+    app, sink, feed = churn
 
     async def scenario():
-        async with agent.test_context() as a:
-            await put_keyed(a, app, event(1, "login", "c1", 1), "c1")
-            await put_keyed(a, app, event(2, "purchase", "c1", 1.1, order_id="o", amount=30, currency="EUR"),
-                            "c1")
-            await put_keyed(a, app, event(3, "support", "c1", 2, ticket_id="t", action="resolved", csat=1),
-                            "c1")
-            await put_keyed(a, app, event(2, "purchase", "c1", 1.1, order_id="o", amount=30, currency="EUR"),
-                            "c1")  # redelivered
-            await asyncio.sleep(0.3)  # let the take_events window close
+        await feed.deliver(
+            feed.keyed(event(1, "login", "c1", 1), "c1"),
+            feed.keyed(event(2, "purchase", "c1", 1.1, order_id="o", amount=30, currency="EUR"), "c1"),
+            feed.keyed(event(3, "support", "c1", 2, ticket_id="t", action="resolved", csat=1), "c1"),
+            feed.keyed(event(2, "purchase", "c1", 1.1, order_id="o", amount=30, currency="EUR"), "c1"))  # again
 
     run(scenario())
     state = decode_state(app.table[b"c1"])
     assert (state.logins, state.orders, state.revenue, state.last_csat) == (1, 1, 30.0, 1)
-    written = [(p, k, v) for batch in app.write_changelog.batches for p, recs in batch.items() for k, v in recs]
+    written = [(p, k, v) for batch in app.handler.write_changelog.batches for p, recs in batch.items() for k, v in recs]
     assert written[-1] == (partition_of(b"c1", 4), b"c1", app.table[b"c1"])  # the changelog has the state
     # the trigger is acknowledged before the state that marks it sent is written
     journal = sink.journal
     assert journal.index(f"acked {app.settings.service_recovery_topic}") < journal.index("changelog")
     recovery = [json.loads(v) for _, _, v, _ in sink.on(app.settings.service_recovery_topic)]
     assert [(t["customer_id"], t["rule"]) for t in recovery] == [("c1", "bad_rating")]
-    registry = app.metrics.registry
-    assert registry.get_sample_value("churn_events_consumed_total", {"type": "purchase", "outcome": "duplicate"}) == 1
+    assert consumed(app, "purchase", "duplicate") == 1
 
 
-def test_malformed_message_is_dead_lettered_with_its_source_and_the_rest_of_the_batch_survives(churn):
-    app, sink = churn
+def test_the_stream_input_mode_runs_the_same_handler_in_a_faust_agent(tmp_path):
+    app, sink = make_churn(tmp_path, input_mode="stream", batch_within_s=0.05)
     agent = app.app.agents["customer-events"]
 
     async def scenario():
         async with agent.test_context() as a:
-            await put_keyed(a, app, b'{"schema_version":1,"type":"login"', "c2")
-            await put_keyed(a, app, event(4, "login", "c2", 1), "c2")
-            await asyncio.sleep(0.3)
+            for n, (kind, day) in enumerate((("login", 1), ("support", 2))):
+                key = b"c1"
+                await a.put(event(n, kind, "c1", day, ticket_id="t", action="resolved", csat=1), key=key,
+                            partition=partition_of(key, 4), wait=False)
+            while (consumed(app, "login", "applied") or 0) + (consumed(app, "support", "applied") or 0) < 2:
+                await asyncio.sleep(0.01)  # poll: the agent's take_events window closes in its own time
 
     run(scenario())
+    assert decode_state(app.table[b"c1"]).logins == 1
+    recovery = [json.loads(v) for _, _, v, _ in sink.on(app.settings.service_recovery_topic)]
+    assert [(t["customer_id"], t["rule"]) for t in recovery] == [("c1", "bad_rating")]
+
+
+def test_malformed_message_is_dead_lettered_with_its_source_and_the_rest_of_the_batch_survives(churn):
+    app, sink, feed = churn
+    run(feed.deliver(feed.keyed(b'{"schema_version":1,"type":"login"', "c2"),
+                     feed.keyed(event(4, "login", "c2", 1), "c2")))
     (topic, _, value, headers), = sink.on(app.settings.dead_letter_topic)
     header = dict(headers)
     assert value == b'{"schema_version":1,"type":"login"'
@@ -133,41 +203,38 @@ def test_malformed_message_is_dead_lettered_with_its_source_and_the_rest_of_the_
 
 
 def test_unkeyed_event_is_forwarded_to_the_repartition_topic_not_applied(churn):
-    app, sink = churn
-    agent = app.app.agents["customer-events"]
-
-    async def scenario():
-        async with agent.test_context() as a:
-            await a.put(event(5, "login", "c3", 1), key=None, partition=0, wait=False)
-            await asyncio.sleep(0.3)
-
-    run(scenario())
+    app, sink, feed = churn
+    run(feed.deliver(feed.record(app.settings.input_topics[0], 0, None, event(5, "login", "c3", 1))))
     forwarded = sink.on(app.settings.repartition_topic)
     assert [(k, json.loads(v)["event_id"]) for _, k, v, _ in forwarded] == [(b"c3", "a-5")]
     assert app.table.get(b"c3") is None
+    assert consumed(app, "login", "repartitioned") == 1 and consumed(app, "login", "applied") == 0
 
 
 def test_a_silence_tick_fires_the_win_back_at_its_deadline(churn):
-    app, sink = churn
-    agent = app.app.agents["customer-events"]
+    app, sink, feed = churn
 
     async def scenario():
-        async with agent.test_context() as a:
-            for i in range(5):
-                await put_keyed(a, app, event(10 + i, "login", "c4", 1 + i), "c4")
-            await asyncio.sleep(0.3)
-            key = b"c4"
-            deadline = app.index.pop_due(T0 + 100 * DAY, limit=10)
-            assert [k for k, _ in deadline] == [key]
-            await a.put(json.dumps({"deadline": T0 + 100 * DAY}).encode(), key=key,
-                        partition=partition_of(key, app.settings.topic_partitions),
-                        headers=[(KIND_HEADER, TICK)], wait=False)
-            await asyncio.sleep(0.3)
+        await feed.deliver(*[feed.keyed(event(10 + i, "login", "c4", 1 + i), "c4") for i in range(5)])
+        due = app.silence.index.pop_due(T0 + 100 * DAY, limit=10)  # what the timer takes
+        assert [k for k, _ in due] == [b"c4"]
+        await feed.deliver(feed.tick("c4", T0 + 100 * DAY))
 
     run(scenario())
     win_back = [json.loads(v) for _, _, v, _ in sink.on(app.settings.win_back_topic)]
     assert [t["rule"] for t in win_back] == ["lapsed"]
     assert win_back[0]["event_time"] < format_time(T0 + 100 * DAY)
+
+
+def test_a_tick_on_an_input_topic_is_not_taken_for_one(churn):
+    """Only this worker's own topic carries ticks: a producer cannot inject one."""
+    app, sink, feed = churn
+    forged = feed.record(app.settings.input_topics[0], partition_of(b"c4", 4), b"c4",
+                         json.dumps({"deadline": T0}).encode(), [(KIND_HEADER, TICK)])
+    run(feed.deliver(forged))
+    (_, _, _, headers), = sink.on(app.settings.dead_letter_topic)
+    assert dict(headers)["dlq.reason"] == b"bad_schema_version"  # parsed as an event, and not one
+    assert app.metrics.registry.get_sample_value("churn_silence_checks_total", {"path": "batch"}) == 0
 
 
 def _ready_with(app, partitions):
@@ -178,20 +245,15 @@ def _ready_with(app, partitions):
 
 
 def test_a_deadline_due_by_a_batch_is_checked_in_that_batch_not_sent_as_a_tick(churn):
-    app, sink = churn
-    agent = app.app.agents["customer-events"]
+    app, sink, feed = churn
     _ready_with(app, range(app.settings.topic_partitions))
     quiet, busy = "c4", "c4x"
     assert partition_of(quiet.encode(), 4) == partition_of(busy.encode(), 4)  # one partition: one watermark
 
     async def scenario():
-        async with agent.test_context() as a:
-            for i in range(5):
-                await put_keyed(a, app, event(30 + i, "login", quiet, 1 + i), quiet)
-            await asyncio.sleep(0.3)
-            assert len(app.index) == 1  # its deadlines wait; event time is still at day 5
-            await put_keyed(a, app, event(40, "login", busy, 100), busy)  # event time moves 95 days on
-            await asyncio.sleep(0.3)
+        await feed.deliver(*[feed.keyed(event(30 + i, "login", quiet, 1 + i), quiet) for i in range(5)])
+        assert len(app.silence.index) == 1  # its deadlines wait; event time is still at day 5
+        await feed.deliver(feed.keyed(event(40, "login", busy, 100), busy))  # event time moves 95 days on
 
     run(scenario())
     win_back = [json.loads(v) for _, k, v, _ in sink.on(app.settings.win_back_topic) if k == quiet.encode()]
@@ -204,42 +266,61 @@ def test_a_deadline_due_by_a_batch_is_checked_in_that_batch_not_sent_as_a_tick(c
 
 
 def test_a_due_deadline_of_a_partition_no_longer_held_is_not_checked(churn):
-    app, sink = churn
-    agent = app.app.agents["customer-events"]
+    app, sink, feed = churn
     quiet, busy = "c4", "c4x"
     part = partition_of(quiet.encode(), 4)
 
     async def scenario():
-        async with agent.test_context() as a:
-            for i in range(5):
-                await put_keyed(a, app, event(50 + i, "login", quiet, 1 + i), quiet)
-            await asyncio.sleep(0.3)
-            _ready_with(app, set(range(4)) - {part})  # revoked; the index not yet rebuilt
-            await put_keyed(a, app, event(60, "login", busy, 100), busy)
-            await asyncio.sleep(0.3)
+        await feed.deliver(*[feed.keyed(event(50 + i, "login", quiet, 1 + i), quiet) for i in range(5)])
+        _ready_with(app, set(range(4)) - {part})  # revoked; the index not yet rebuilt
+        await feed.deliver(feed.keyed(event(60, "login", busy, 100), busy))
 
     run(scenario())
     assert not [k for _, k, _, _ in sink.on(app.settings.win_back_topic) if k == quiet.encode()]
     assert "checked_until" not in decode_state(app.table[quiet.encode()]).fired
+    assert decode_state(app.table[busy.encode()]).logins == 1  # the batch itself went through
+
+
+def test_the_timer_sends_a_tick_per_due_deadline_only_when_no_batch_took_them(churn):
+    """An idle worker's silence checks go round through its own topic as ticks, one
+    deadline at a time, until none is due: the follow-up check, then the lapse."""
+    app, sink, feed = churn
+    _ready_with(app, range(app.settings.topic_partitions))
+    now = T0 + 100 * DAY
+
+    async def scenario():
+        await feed.deliver(*[feed.keyed(event(90 + i, "login", "c7", 1 + i), "c7") for i in range(5)])
+        app.silence.partition_time = dict.fromkeys(range(4), now)  # every partition at day 100, no batch since
+        await app.silence.tick()  # a batch ran since the last tick: it leaves the due deadlines to batches
+        assert sink.on(app.settings.repartition_topic) == []
+        deadlines = []
+        while (due := app.silence.index.earliest()) is not None and due <= now:
+            await app.silence.tick()  # idle since the last tick: a tick per due customer
+            topic, key, value, headers = sink.on(app.settings.repartition_topic)[-1]
+            deadlines.append(json.loads(value)["deadline"])
+            await feed.deliver(feed.record(topic, partition_of(key, 4), key, value, headers))
+            await app.silence.tick()  # the batch took the ticks: this one sends nothing
+        return deadlines
+
+    deadlines = run(scenario())
+    assert len(deadlines) == len(set(deadlines)) >= 2 and deadlines == sorted(deadlines)
+    assert len(sink.on(app.settings.repartition_topic)) == len(deadlines)
+    assert [json.loads(v)["rule"] for _, _, v, _ in sink.on(app.settings.win_back_topic)] == ["lapsed"]
+    assert app.metrics.registry.get_sample_value("churn_silence_checks_total", {"path": "timer"}) == len(deadlines)
 
 
 def test_a_batch_that_changes_no_state_writes_no_changelog(churn):
-    app, sink = churn
-    agent = app.app.agents["customer-events"]
+    app, sink, feed = churn
 
     async def scenario():
-        async with agent.test_context() as a:
-            await put_keyed(a, app, event(20, "login", "c5", 1), "c5")
-            await asyncio.sleep(0.3)
-            written = len(app.write_changelog.batches)
-            await put_keyed(a, app, event(20, "login", "c5", 1), "c5")  # redelivered
-            await asyncio.sleep(0.3)
-            return written
+        await feed.deliver(feed.keyed(event(20, "login", "c5", 1), "c5"))
+        written = len(app.handler.write_changelog.batches)
+        await feed.deliver(feed.keyed(event(20, "login", "c5", 1), "c5"))  # redelivered
+        return written
 
     written = run(scenario())
-    assert written == 1 and len(app.write_changelog.batches) == 1
-    assert app.metrics.registry.get_sample_value(
-        "churn_events_consumed_total", {"type": "login", "outcome": "duplicate"}) == 1
+    assert written == 1 and len(app.handler.write_changelog.batches) == 1
+    assert consumed(app, "login", "duplicate") == 1
 
 
 def test_an_event_the_worker_fails_on_is_dead_lettered_and_the_rest_of_the_batch_is_applied(churn, monkeypatch):
@@ -255,17 +336,10 @@ def test_an_event_the_worker_fails_on_is_dead_lettered_and_the_rest_of_the_batch
         return real_apply(state, ev)
 
     monkeypatch.setattr(pipeline, "apply_event", apply_or_fail)
-    app, sink = churn
-    agent = app.app.agents["customer-events"]
-
-    async def scenario():
-        async with agent.test_context() as a:
-            await put_keyed(a, app, event(30, "login", "c6", 1), "c6")
-            await put_keyed(a, app, event(31, "login", "poison", 1), "poison")
-            await put_keyed(a, app, event(32, "support", "c6", 2, ticket_id="t", action="resolved", csat=1), "c6")
-            await asyncio.sleep(0.3)
-
-    run(scenario())
+    app, sink, feed = churn
+    run(feed.deliver(feed.keyed(event(30, "login", "c6", 1), "c6"),
+                     feed.keyed(event(31, "login", "poison", 1), "poison"),
+                     feed.keyed(event(32, "support", "c6", 2, ticket_id="t", action="resolved", csat=1), "c6")))
     (_, key, value, headers), = sink.on(app.settings.dead_letter_topic)
     assert key == b"poison" and json.loads(value)["event_id"] == "a-31"
     header = dict(headers)
@@ -292,19 +366,14 @@ def test_a_silence_check_the_worker_fails_on_is_dropped_and_the_batch_is_applied
         return real_advance(item, state, ctx, points, result)
 
     monkeypatch.setattr(pipeline, "_advance", advance_or_fail)
-    app, sink = churn
-    agent = app.app.agents["customer-events"]
+    app, sink, feed = churn
     _ready_with(app, range(app.settings.topic_partitions))
 
     async def scenario():
-        async with agent.test_context() as a:
-            for i in range(5):
-                await put_keyed(a, app, event(70 + i, "login", "c4", 1 + i), "c4")
-            await asyncio.sleep(0.3)
-            before = app.table[b"c4"]
-            await put_keyed(a, app, event(80, "login", "c4x", 100), "c4x")  # makes c4's deadlines due
-            await asyncio.sleep(0.3)
-            return before
+        await feed.deliver(*[feed.keyed(event(70 + i, "login", "c4", 1 + i), "c4") for i in range(5)])
+        before = app.table[b"c4"]
+        await feed.deliver(feed.keyed(event(80, "login", "c4x", 100), "c4x"))  # makes c4's deadlines due
+        return before
 
     before = run(scenario())
     assert app.table[b"c4"] == before
@@ -314,43 +383,62 @@ def test_a_silence_check_the_worker_fails_on_is_dropped_and_the_batch_is_applied
 
 
 def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypatch):
-    """A fault in the worker itself (every event fails) is not quarantined event by event."""
+    """A fault in the worker itself (every event fails) is not quarantined event by event:
+    the worker exits before the batch is acked, so it is redelivered after a restart."""
     import worker.core.pipeline as pipeline
     import worker.shell.app as app_module
 
     def always_fail(state, ev):
         raise ZeroDivisionError("simulated bug")
 
+    class Exited(Exception):
+        pass
+
+    def exit_(code):
+        exits.append(code)
+        raise Exited  # os._exit does not return
+
     monkeypatch.setattr(pipeline, "apply_event", always_fail)
     exits: list[int] = []
-    monkeypatch.setattr(app_module.os, "_exit", lambda code: exits.append(code))
+    monkeypatch.setattr(app_module.os, "_exit", exit_)
     monkeypatch.setattr(app_module.logging, "shutdown", lambda: None)  # pytest's own handlers stay open
-    app, sink = churn
-    agent = app.app.agents["customer-events"]
-
-    async def scenario():
-        async with agent.test_context() as a:
-            for i in range(12):
-                await put_keyed(a, app, event(40 + i, "login", f"d{i}", 1), f"d{i}")
-            await asyncio.sleep(0.3)
-
-    run(scenario())
-    assert exits and exits[0] == 70
+    app, sink, feed = churn
+    records = [feed.keyed(event(40 + i, "login", f"d{i}", 1), f"d{i}") for i in range(12)]
+    with pytest.raises(Exited):
+        run(feed.deliver(*records))
+    assert exits == [app_module.EXIT_BATCH_FAILED] == [70]
     assert sink.on(app.settings.dead_letter_topic) == []  # nothing quarantined: it is redelivered
+    assert app.app.consumer._n_acked == 0  # nothing acked, so nothing committed
 
 
 def test_the_first_assignment_moves_the_startup_heap_out_of_the_collectors_reach(churn, monkeypatch):
     import gc
 
-    app, _ = churn
+    app, _, _ = churn
     monkeypatch.setattr(app, "active_partitions", lambda: set(range(app.settings.topic_partitions)))
     gc.unfreeze()
     try:
-        run(app._on_rebalance_complete())
+        run(app.on_rebalance_complete())
         frozen = gc.get_freeze_count()
         assert frozen > 0 and app.assigned_once
         later = [[] for _ in range(1000)]  # noqa: F841  objects made after start-up stay collectable
-        run(app._on_rebalance_complete())
+        run(app.on_rebalance_complete())
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def test_the_index_rebuild_after_a_rebalance_keeps_only_the_partitions_held(churn):
+    app, _, feed = churn
+    customers = [f"r{i}" for i in range(20)]
+
+    async def scenario():
+        await feed.deliver(*[feed.keyed(event(200 + i, "login", c, 1), c) for i, c in enumerate(customers)])
+        app.active_partitions = lambda: {0, 1}
+        await app.on_rebalance_complete()
+
+    run(scenario())
+    held = {c.encode() for c in customers if partition_of(c.encode(), 4) in {0, 1}}
+    assert 0 < len(held) < len(customers)
+    assert app.handler.tracked == len(held) == len(app.silence.index)
+    assert app.metrics.registry.get_sample_value("churn_customers_tracked") == len(held)

@@ -77,3 +77,29 @@ def test_the_checks_catch_a_forbidden_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nfrom faust import App\nfrom worker.shell import app\n")
     assert [_top(n) for n in _imports(bad)] == ["os", "faust", "worker"]
+
+
+def _too_long() -> list[str]:
+    """Every function over MAX_FUNCTION_LINES and class over MAX_CLASS_LINES in the package."""
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+                if length > limit:
+                    out.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({length} lines)")
+    return out
+
+
+def test_no_function_or_class_outgrows_a_readable_size():
+    assert _too_long() == []
+
+
+def test_the_layout_keeps_frameworks_in_the_shell():
+    """faust is imported by the shell and by the tools that measure it, nowhere else."""
+    allowed = ("worker/shell/", "worker/tools/bench_faust.py", "worker/cli.py")
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = str(path.relative_to(PACKAGE.parent))
+        if any(_top(name) in ("faust", "mode") for name in _imports(path)):
+            assert module.startswith(allowed), f"{module} imports faust"

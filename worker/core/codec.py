@@ -12,6 +12,12 @@ Layout (little-endian), 100-200 bytes for a typical customer:
     B + n (B+id, 3 d)  tickets: id, opened_at, resolved_at, status_at
     B + n (B, d)       trigger memory: key code, time
 Decoding a record of an unknown format version fails loudly rather than guessing.
+
+Why binary (docs/performance.md): the state as JSON took about 960 bytes for a typical
+customer, this layout 111-158, which is what the changelog and every worker's memory hold
+per customer (about 380 bytes in memory in all, measured at 1,000,000 customers). The
+times block packs through one cached `Struct` per layout; a loop built on
+`itertools.compress` was measured slower (11.0 against 5.7 us) and not kept.
 """
 from __future__ import annotations
 

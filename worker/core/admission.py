@@ -1,0 +1,85 @@
+"""What each consumed message becomes: an input for the pipeline, a dead letter, or an
+event forwarded to its customer's partition. Pure: the shell sends what this decides.
+
+A message is anything with Kafka's `topic`, `partition`, `key`, `value` and `headers`
+(faust's Message in the worker, a small named tuple in tests).
+
+    admit(message, rules, wall) -> Item | InvalidEvent | Forward
+
+- A silence tick (sent by this worker's own timer to its repartition topic, marked by a
+  header) becomes an Item with no event: a producer cannot inject one on an input topic.
+- A message that does not parse, or (on the wall clock) claims a time too far ahead,
+  becomes the InvalidEvent to dead-letter.
+- A valid event whose message is not keyed by its customer id, or sits on another
+  partition than that key's, is forwarded: all of a customer's inputs must meet on one
+  partition, where its state lives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+
+from worker.core.events import InvalidEvent, parse_event
+from worker.core.partitioner import partition_of
+from worker.core.pipeline import Item
+
+TICK = b"tick"
+KIND_HEADER = "churn.kind"
+
+
+@dataclass(frozen=True)
+class Rules:
+    input_topics: frozenset[str]
+    partitions: int
+    max_event_bytes: int
+    wall_clock: bool      # the wall clock bounds how far ahead an event may claim to be
+    max_future_s: float
+
+
+class Forward(NamedTuple):
+    """A valid event to send on to its customer's partition, unchanged."""
+
+    key: bytes
+    event_type: str
+
+
+def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward:
+    """The Item carries the message as its `ref` (for a dead letter later)."""
+    if msg.topic not in rules.input_topics and header(msg, KIND_HEADER) == TICK:
+        tick = parse_tick(msg.key, msg.value)
+        if tick is not None:
+            return tick._replace(ref=msg)
+    parsed = parse_event(msg.value, rules.max_event_bytes)
+    if isinstance(parsed, InvalidEvent):
+        return parsed
+    if rules.wall_clock and parsed.occurred_at > wall + rules.max_future_s:
+        return InvalidEvent("timestamp_out_of_range", f"occurred_at is {parsed.occurred_at - wall:.0f} s in the future",
+                            msg.value, parsed.customer_id)
+    key = parsed.customer_id.encode()
+    if msg.key != key or msg.partition != partition_of(key, rules.partitions):
+        return Forward(key, parsed.type)
+    return Item(parsed.customer_id, parsed, ref=msg)
+
+
+def tick_value(deadline: float) -> bytes:
+    """The value of a tick message for a deadline (its key is the customer id)."""
+    return orjson.dumps({"deadline": deadline})
+
+
+def parse_tick(key: bytes | None, value: bytes | None) -> Item | None:
+    """The silence check a tick this app sent asks for; None for anything else (which is
+    then parsed as an event, and dead-lettered if it is not one)."""
+    try:
+        deadline = float(orjson.loads(value or b"")["deadline"])
+        return Item((key or b"").decode(), None, deadline)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def header(msg: Any, name: str) -> bytes | None:
+    for key, value in msg.headers or ():
+        if key == name:
+            return value
+    return None

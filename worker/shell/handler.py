@@ -1,0 +1,156 @@
+"""The batch handler: a batch of consumed messages in, its outputs sent, its states stored.
+
+    messages --admit--> items (+ the silence checks due) --pipeline--> triggers, late events
+             \\--> dead letters, events forwarded to their customer's partition
+
+Triggers, dead letters and forwarded events are acknowledged by the broker before the
+state that records them is written, and both before the batch's offsets are committed: a
+crash in between redelivers the batch, which re-sends the same trigger ids instead of
+finding the episode already marked fired. A batch the pipeline fails on is run again item
+by item (worker.core.quarantine); an item that still fails is dead-lettered as
+`processing_failed`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from worker.config import Settings
+from worker.core.admission import Forward, Rules, admit
+from worker.core.codec import decode_state
+from worker.core.events import InvalidEvent
+from worker.core.messages import dead_letter_headers, encode
+from worker.core.pipeline import Context, Item, Model, Result
+from worker.core.policy import Policy
+from worker.core.quarantine import run_batch, run_one_by_one, worker_at_fault
+from worker.shell.metrics import Metrics, observe_many
+from worker.shell.output import ChangelogSink, Outgoing, Sink
+from worker.shell.silence import DueCheck, Silence
+
+log = logging.getLogger("churn_worker")
+Changes = dict[int, list[tuple[bytes, bytes]]]  # partition -> [(key, encoded state)] for the changelog
+
+
+class BatchHandler:
+    def __init__(self, settings: Settings, model: Model, policy: Policy, metrics: Metrics, table: Any,
+                 silence: Silence, send: Sink, write_changelog: ChangelogSink) -> None:
+        self.settings, self.model, self.policy, self.metrics = settings, model, policy, metrics
+        self.table, self.silence, self.send, self.write_changelog = table, silence, send, write_changelog
+        self.rules = Rules(frozenset(settings.input_topics), settings.topic_partitions, settings.max_event_bytes,
+                           wall_clock=settings.clock == "wall", max_future_s=settings.max_future_s)
+        self.tracked = 0  # customers with a state in this worker's active partitions
+
+    async def handle(self, batch: list[Any]) -> None:
+        """One batch of faust messages (topic, partition, offset, key, value, headers, timestamp)."""
+        started, wall = time.monotonic(), time.time()
+        items, outbox = self._admit(batch, wall)
+        items += self.silence.due_checks()
+        pending = [await self.send(*out) for out in outbox]
+        changes: Changes = await self._process(items, wall, pending) if items else {}
+        if pending:
+            await asyncio.gather(*pending)
+        if changes:
+            await asyncio.gather(*await self.write_changelog(changes))
+        now = time.time()
+        observe_many(self.metrics.latency, [max(now - msg.timestamp, 0.0) for msg in batch])
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+
+    def _admit(self, batch: list[Any], wall: float) -> tuple[list[Item], list[Outgoing]]:
+        """The batch's inputs for the pipeline, and what to send instead of the others."""
+        items: list[Item] = []
+        outbox: list[Outgoing] = []
+        rules, events = self.rules, self.metrics.events
+        for msg in batch:
+            admitted = admit(msg, rules, wall)
+            if isinstance(admitted, Item):
+                if admitted.event is not None:
+                    self.silence.saw(msg.partition, admitted.event.occurred_at)
+                items.append(admitted)
+            elif isinstance(admitted, Forward):
+                events.labels(admitted.event_type, "repartitioned").inc()
+                outbox.append(Outgoing(self.settings.repartition_topic, admitted.key, msg.value))
+            else:
+                outbox.append(self._dead_letter(admitted, msg))
+        return items, outbox
+
+    async def _process(self, items: list[Item], wall: float, pending: list) -> Changes:
+        """Run the pure pipeline; send its outputs; return the state records for the changelog."""
+        s = self.settings
+        # an item's message sits on its customer's partition (admitted above, or a tick sent there)
+        keys = {i.customer_id: (i.customer_id.encode(), i.ref.partition) for i in items}
+        store: Any = self.table.data
+        # the memory store's own dict: its Mapping methods cost a call each on every key
+        stored = store.data if isinstance(getattr(store, "data", None), dict) else store
+        ctx = Context(self.model, self.policy, s.lateness_s, emitted_at=wall,
+                      event_clock=s.clock == "event", emit_max_age_s=s.emit_max_age_s)
+        try:
+            states = {cid: decode_state(raw) for cid, (k, _) in keys.items() if (raw := stored.get(k)) is not None}
+            result, encoded = run_batch(items, states, ctx)
+        except Exception:
+            log.error("a batch of %d items failed; running it item by item", len(items), exc_info=True)
+            one_by_one = run_one_by_one(items, lambda cid: stored.get(keys[cid][0]), ctx)
+            await self._quarantine(items, one_by_one.failures, pending)
+            states, result, encoded = one_by_one.stored, one_by_one.result, one_by_one.encoded
+        self.silence.reschedule(result.deadlines)
+        changes: Changes = {}
+        for cid, value in encoded.items():
+            key, partition = keys[cid]
+            if cid not in states:
+                self.tracked += 1
+            stored[key] = value
+            changes.setdefault(partition, []).append((key, value))
+        await self._send_outputs(result, pending)
+        self._record(result)
+        return changes
+
+    async def _send_outputs(self, result: Result, pending: list) -> None:
+        topics, triggers = self.settings.trigger_topics, self.metrics.triggers
+        for trigger in result.triggers:
+            pending.append(await self.send(topics[trigger["type"]], trigger["customer_id"].encode(),
+                                           encode(trigger), None))
+            triggers.labels(trigger["type"]).inc()
+        for item in result.late:
+            bad = InvalidEvent("late", f"older than the customer's newest event by more than "
+                                       f"{self.settings.lateness_s:.0f} s", item.ref.value, item.customer_id)
+            pending.append(await self.send(*self._dead_letter(bad, item.ref)))
+
+    async def _quarantine(self, items: list[Item], failures: list[tuple[Item, Exception]], pending: list) -> None:
+        """Dead-letter the items that failed one by one (`processing_failed`), unless most of
+        a sizeable batch failed: then the fault is the worker's, and this raises."""
+        if worker_at_fault(len(failures), len(items)):
+            raise RuntimeError(f"{len(failures)} of {len(items)} items failed one by one") from failures[0][1]
+        for item, error in failures:
+            if isinstance(item.ref, DueCheck):  # no message to dead-letter: its next event re-arms it
+                log.error("a silence check failed and is dropped (customer's partition %d)", item.ref.partition,
+                          exc_info=error)
+                continue
+            log.error("dead-lettering an item the worker failed on: %s", item.ref, exc_info=error)
+            bad = InvalidEvent("processing_failed", f"{type(error).__name__}: {error}"[:500], item.ref.value,
+                               item.customer_id)
+            pending.append(await self.send(*self._dead_letter(bad, item.ref)))
+
+    def _dead_letter(self, bad: InvalidEvent, msg: Any) -> Outgoing:
+        """Count and log a refused message; return the dead letter to send."""
+        self.metrics.dead_letters.labels(bad.reason).inc()
+        if bad.reason != "late":  # late events are counted under their own type and outcome
+            self.metrics.events.labels("unknown", "dead_lettered").inc()
+        log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset, bad.reason, bad.detail)
+        return Outgoing(self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
+                        dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
+
+    def _record(self, result: Result) -> None:
+        m = self.metrics
+        for (etype, outcome), n in result.outcomes.items():
+            m.events.labels(etype, outcome).inc(n)
+        for (kind, reason), n in result.suppressed.items():
+            m.suppressed.labels(kind, reason).inc(n)
+        for kind, n in result.holdouts.items():
+            m.holdout.labels(kind).inc(n)
+        for kind, n in result.quiet.items():
+            m.suppressed.labels(kind, "history").inc(n)
+        m.batch_size.observe(len(result.scores))
+        observe_many(m.risk, result.scores)
+        m.customers.set(self.tracked)
+        self.silence.gauge()

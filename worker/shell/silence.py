@@ -1,0 +1,140 @@
+"""Silence: the deadline index, the event-time watermark, and the checks they bring.
+
+A silent customer produces no message, so the worker keeps, for each customer of its
+active partitions, the next moment silence must be looked at (worker.core.deadlines) and
+takes those that come due:
+- in a batch, after its events (`due_checks`): a busy worker checks them there;
+- from the timer, when no batch ran since its last tick (`tick`): an idle worker sends a
+  tick per due customer to its own repartition topic, which a batch then takes.
+After every rebalance the index is rebuilt from the recovered table (`rebuild`).
+
+"Now" is the wall clock in production and the watermark (the event time every active
+partition has reached) for replays (CHURN_CLOCK=event).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from worker.config import Settings
+from worker.core.admission import KIND_HEADER, TICK, tick_value
+from worker.core.codec import decode_state
+from worker.core.deadlines import DeadlineIndex
+from worker.core.partitioner import partition_of
+from worker.core.pipeline import Item
+from worker.core.policy import Policy
+from worker.core.triggers import pending_deadline
+from worker.shell.metrics import Metrics
+from worker.shell.output import Sink
+
+log = logging.getLogger("churn_worker")
+REBUILD_YIELD_EVERY = 5000  # keys scanned between event-loop yields when rebuilding the index
+TICK_LIMIT = 10_000  # ticks one timer run sends at most
+
+
+class DueCheck(NamedTuple):
+    """The source of a silence check taken from the index into a batch: no message, only
+    the partition its customer's state lives on."""
+
+    partition: int
+
+
+class Silence:
+    def __init__(self, settings: Settings, policy: Policy, metrics: Metrics, send: Sink,
+                 ready: Callable[[], bool], active: Callable[[], set[int]]) -> None:
+        self.settings, self.policy, self.metrics, self.send = settings, policy, metrics, send
+        self.ready, self.active = ready, active
+        self.index = DeadlineIndex()
+        self.partition_time: dict[int, float] = {}  # partition -> max event time seen
+        self.batch_since_tick = False  # a batch ran since the timer's last tick: it took the due deadlines
+
+    def saw(self, partition: int, event_time: float) -> None:
+        if event_time > self.partition_time.get(partition, 0.0):
+            self.partition_time[partition] = event_time
+
+    def watermark(self) -> float:
+        """Event time every active partition has reached (0 before any event)."""
+        return min(self.partition_time.values(), default=0.0)
+
+    def now(self) -> float:
+        return self.watermark() if self.settings.clock == "event" else time.time()
+
+    def due_checks(self) -> list[Item]:
+        """Silence deadlines due by now, to check in this batch after its events.
+
+        Safe here: the handler runs while faust tracks its messages, and a rebalance waits
+        for those (`wait_empty`) before it revokes a partition, so these customers'
+        partitions stay assigned until their state is written. A key of a partition not
+        held (an index not yet rebuilt after a rebalance) is left to the rebuild. Called
+        once per batch: the timer's next run then leaves the due deadlines to batches."""
+        self.batch_since_tick = True
+        if not len(self.index) or not self.ready():
+            return []
+        now = self.now()
+        due = self.index.pop_due(now, limit=self.settings.batch_size)
+        if not due:
+            return []
+        active, n = self.active(), self.settings.topic_partitions
+        # every deadline due by now, each decided at its own time (as ticks would, one by one)
+        items = [Item(key.decode(), None, now, ref=DueCheck(part)) for key, _ in due
+                 if (part := partition_of(key, n)) in active]
+        self.metrics.silence_checks.labels("batch").inc(len(items))
+        return items
+
+    def reschedule(self, deadlines: dict[str, float | None]) -> None:
+        """The customers a batch decided: their next deadlines (set even if unchanged: a
+        due check popped it)."""
+        for cid, deadline in deadlines.items():
+            self.index.set(cid.encode(), deadline)
+
+    async def tick(self) -> None:
+        """A tick for each due deadline, when no batch has run since the last tick."""
+        if not self.ready() or not len(self.index):
+            return
+        if self.batch_since_tick:
+            self.batch_since_tick = False
+            return
+        started = time.monotonic()
+        due = self.index.pop_due(self.now(), limit=TICK_LIMIT)
+        topic, headers = self.settings.repartition_topic, [(KIND_HEADER, TICK)]
+        sent = [await self.send(topic, key, tick_value(deadline), headers) for key, deadline in due]
+        self.metrics.silence_checks.labels("timer").inc(len(due))
+        for (key, deadline), outcome in zip(due, await asyncio.gather(*sent, return_exceptions=True)):
+            if isinstance(outcome, BaseException):  # not sent: keep the deadline for the next tick
+                log.warning("tick for a customer was not sent (%r); retrying on the next tick", outcome)
+                self.index.set(key, deadline)
+        self.metrics.tick_seconds.observe(time.monotonic() - started)
+        self.gauge()
+
+    async def rebuild(self, records: Iterable[tuple[bytes, bytes]]) -> int:
+        """The index from the recovered table, active partitions only, and each partition's
+        event time seeded from its customers, so a partition that has not delivered since
+        the rebalance still holds the watermark back. Returns the customers held."""
+        active = self.active()
+        self.index.clear()
+        seen = {p: t for p, t in self.partition_time.items() if p in active}
+        count = 0
+        for n, (key, raw) in enumerate(records):
+            part = partition_of(key, self.settings.topic_partitions)
+            if part in active:
+                count += 1
+                state = decode_state(raw)
+                self.index.set(key, pending_deadline(self.policy, state))
+                seen[part] = max(seen.get(part, 0.0), state.last_seen)
+            if n % REBUILD_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        self.partition_time = seen
+        self.gauge()
+        log.info("deadline index rebuilt: %d customers, %d pending, partitions %s",
+                 count, len(self.index), sorted(active))
+        return count
+
+    def gauge(self) -> None:
+        m = self.metrics
+        m.deadlines.set(len(self.index))
+        m.next_deadline.set(self.index.earliest() or 0.0)
+        if self.partition_time:
+            m.watermark.set(self.watermark())
