@@ -192,7 +192,7 @@ def test_the_handler_and_the_timer_starting_the_producer_at_once_share_one(tmp_p
             made.append(self)
 
         async def start(self):
-            await asyncio.sleep(0.01)  # the broker answers later: the other caller arrives meanwhile
+            await asyncio.sleep(0)  # the broker answers later: the other caller arrives meanwhile
 
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", Producer)
     churn = churn_app(tmp_path)
