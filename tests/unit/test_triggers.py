@@ -302,3 +302,29 @@ def test_a_breached_ticket_is_not_hidden_by_an_earlier_bad_rating():
     assert [(d.type, d.rule) for d in breach] == [("service_recovery", "sla_breach")]
     again, _ = decide(policy, "c-sr", state, 0.1, at(1, 1), None)
     assert again == []
+
+
+def test_every_breached_ticket_gets_its_own_service_recovery(policy):
+    """A second ticket past the SLA fires while an older breached one stays open."""
+    first, second = at(9, 10), at(9, 20)
+    state = fold([support(first, "opened", "t-1"), support(second, "opened", "t-2")], daily_user())
+    [one], state = decide(policy, "c-1", state, LOW, first + 24 * HOUR)
+    assert (one.type, one.rule) == ("service_recovery", "sla_breach")
+    # the second breach comes within the cooldown: suppressed, and looked at again when it ends
+    assert decide(policy, "c-1", state, LOW, second + 24 * HOUR)[0] == [Suppressed("service_recovery", "cooldown")]
+    cooldown_end = first + 24 * HOUR + policy.cooldown_s("service_recovery")
+    assert cooldown_end in deadlines(policy, state)
+    [two], state = decide(policy, "c-1", state, LOW, cooldown_end)
+    assert (two.type, two.rule) == ("service_recovery", "sla_breach") and two.trigger_id != one.trigger_id
+    later, _ = decide(policy, "c-1", state, LOW, cooldown_end + DAY)
+    assert [d for d in later if d.type == "service_recovery"] == []  # each ticket once
+    assert cooldown_end not in deadlines(policy, state)  # nothing waits any more
+
+
+def test_without_a_cooldown_a_second_breach_fires_at_its_own_deadline():
+    policy = policy_with(service_recovery_days="0.0")
+    first, second = at(9, 10), at(9, 20)
+    state = fold([support(first, "opened", "t-1"), support(second, "opened", "t-2")], daily_user())
+    [one], state = decide(policy, "c-1", state, LOW, first + 24 * HOUR)
+    [two], state = decide(policy, "c-1", state, LOW, second + 24 * HOUR)
+    assert [d.rule for d in (one, two)] == ["sla_breach", "sla_breach"] and one.trigger_id != two.trigger_id

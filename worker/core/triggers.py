@@ -28,6 +28,7 @@ TRIGGER_TYPES = ("follow_up", "win_back", "service_recovery")
 _ID_NAMESPACE = uuid.UUID("6f1c3a0e-4e7b-5d2a-9c61-0b7e1d2f3a45")
 _ID_PREFIX = _ID_NAMESPACE.bytes
 CHECKED = "checked_until"  # trigger memory key: silence evaluated up to this time
+SLA_EPISODE = "service_recovery_sla_breach_episode"  # the opening of the last ticket recovered after a breach
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,22 @@ def deadlines(policy: Policy, state: CustomerState) -> list[float]:
             # a lapse suppressed by the cooldown is looked at again when the cooldown ends
             out.append(_win_back_cooldown_end(policy, state))
     if state.tickets:  # most customers have none: skip the call
-        sla = policy.support.sla_hours * 3600.0
-        out += [t.opened_at + sla for _, t in open_tickets(state)]
+        out += _ticket_deadlines(policy, state)
+    return out
+
+
+def _ticket_deadlines(policy: Policy, state: CustomerState) -> list[float]:
+    """Each open ticket's SLA breach, and the end of the service-recovery cooldown when a
+    breach not yet recovered falls within it (it is looked at again then)."""
+    sla = policy.support.sla_hours * 3600.0
+    waiting = [t.opened_at for _, t in open_tickets(state)]
+    out = [opened + sla for opened in waiting]
+    fired = state.fired
+    if "service_recovery" in fired:
+        end = fired["service_recovery"] + policy.cooldown_s("service_recovery")
+        recovered_up_to = fired.get(SLA_EPISODE, 0.0)
+        if any(recovered_up_to < opened and opened + sla < end for opened in waiting):
+            out.append(end)
     return out
 
 
@@ -148,7 +163,7 @@ def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory
     """`decide` on an explicit trigger memory (the batch path carries it beside the state),
     leaving CHECKED to the caller: the batch path sets it as it walks the deadlines."""
     # service recovery needs a support event or an open ticket; most points have neither
-    recovery = (_service_recovery(policy, state, now, cause)
+    recovery = (_service_recovery(policy, state, now, cause, memory.get(SLA_EPISODE, 0.0))
                 if state.tickets or (cause is not None and cause.type == "support") else None)
     activity = _activity_trigger(policy, state, score, now)
     if recovery is None and activity is None:
@@ -198,14 +213,17 @@ def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: f
     return None
 
 
-def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: Event | None) -> Candidate | None:
-    """A bad rating just arrived, or the oldest open ticket is past the SLA."""
+def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: Event | None,
+                      recovered_up_to: float) -> Candidate | None:
+    """A bad rating just arrived, or an open ticket is past the SLA: the oldest one opened
+    after the last ticket already recovered, so every breached ticket gets its own."""
     if cause is not None and cause.type == "support" and is_bad_rating(cause, policy.support.bad_csat_max):
         return Candidate("service_recovery", "bad_rating", f"rating:{cause.event_id}", cause.occurred_at, None)
     if not state.tickets:  # most customers have none: skip the list
         return None
     sla = policy.support.sla_hours * 3600.0
-    breached = [(t.opened_at, k) for k, t in open_tickets(state) if now >= t.opened_at + sla]
+    breached = [(t.opened_at, k) for k, t in open_tickets(state)
+                if now >= t.opened_at + sla and t.opened_at > recovered_up_to]
     if breached:
         opened_at, ticket = min(breached)
         return Candidate("service_recovery", "sla_breach", f"ticket:{ticket}:{opened_at:.3f}", opened_at,
