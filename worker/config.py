@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(65_536, ge=256)
     timer_interval_s: float = Field(1.0, gt=0, le=3600)
     lateness_s: float = Field(3 * 86400, ge=0, description="out-of-order tolerance per customer")
-    max_future_s: float = Field(300, ge=0, description="wall clock: events further ahead are dead-lettered")
+    max_future_s: float = Field(
+        300, ge=0, description="events further ahead of the wall clock are dead-lettered (either clock)")
     emit_max_age_s: float = Field(
         2 * 86400, ge=0, description="wall clock: events older than this update state but fire nothing")
     offset_reset: Literal["earliest", "latest"] = "earliest"

@@ -8,8 +8,10 @@ A message is anything with Kafka's `topic`, `partition`, `key`, `value` and `hea
 
 - A silence tick (sent by this worker's own timer to its repartition topic, marked by a
   header) becomes an Item with no event: a producer cannot inject one on an input topic.
-- A message that does not parse, or (on the wall clock) claims a time too far ahead,
-  becomes the InvalidEvent to dead-letter.
+- A message that does not parse, or claims a time too far ahead of the wall clock,
+  becomes the InvalidEvent to dead-letter. On either clock: a replay's history lies in the
+  past, and one event from the far future would otherwise carry the event-time watermark
+  (and with it every customer's silence checks) forward for good.
 - A valid event whose message is not keyed by its customer id, or sits on another
   partition than that key's, is forwarded: all of a customer's inputs must meet on one
   partition, where its state lives.
@@ -34,8 +36,7 @@ class Rules:
     input_topics: frozenset[str]
     partitions: int
     max_event_bytes: int
-    wall_clock: bool      # the wall clock bounds how far ahead an event may claim to be
-    max_future_s: float
+    max_future_s: float   # how far ahead of the wall clock an event may claim to be
 
 
 class Forward(NamedTuple):
@@ -54,7 +55,7 @@ def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward:
     parsed = parse_event(msg.value, rules.max_event_bytes)
     if isinstance(parsed, InvalidEvent):
         return parsed
-    if rules.wall_clock and parsed.occurred_at > wall + rules.max_future_s:
+    if parsed.occurred_at > wall + rules.max_future_s:
         return InvalidEvent("timestamp_out_of_range", f"occurred_at is {parsed.occurred_at - wall:.0f} s in the future",
                             msg.value, parsed.customer_id)
     key = parsed.customer_id.encode()

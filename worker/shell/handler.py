@@ -39,7 +39,7 @@ class BatchHandler:
         self.settings, self.model, self.policy, self.metrics = settings, model, policy, metrics
         self.table, self.silence, self.send, self.write_changelog = table, silence, send, write_changelog
         self.rules = Rules(frozenset(settings.input_topics), settings.topic_partitions, settings.max_event_bytes,
-                           wall_clock=settings.clock == "wall", max_future_s=settings.max_future_s)
+                           max_future_s=settings.max_future_s)
         self.tracked = 0  # customers with a state in this worker's active partitions
 
     async def handle(self, batch: list[Any]) -> None:

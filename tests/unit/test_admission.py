@@ -1,0 +1,70 @@
+"""What each consumed message becomes: an input, a dead letter, or a forward (pure)."""
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+from worker.core.admission import KIND_HEADER, TICK, Forward, Rules, admit, tick_value
+from worker.core.events import Event, InvalidEvent
+from worker.core.partitioner import partition_of
+from worker.core.pipeline import Item
+
+from .conftest import DAY, T0, at, encode, wire
+
+RULES = Rules(frozenset({"customer-events"}), partitions=4, max_event_bytes=65_536, max_future_s=300.0)
+REPARTITION = "churn-worker-events-by-customer"
+
+
+class Message(NamedTuple):
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes
+    headers: list = []
+    offset: int = 0
+
+
+def keyed(value: bytes, customer: str = "c-1", topic: str = "customer-events") -> Message:
+    return Message(topic, partition_of(customer.encode(), 4), customer.encode(), value)
+
+
+def test_a_keyed_event_on_its_customers_partition_is_an_input():
+    msg = keyed(encode(wire("login", "c-1", at(1))))
+    item = admit(msg, RULES, wall=at(2))
+    assert isinstance(item, Item) and isinstance(item.event, Event)
+    assert (item.customer_id, item.event.occurred_at, item.ref) == ("c-1", at(1), msg)
+
+
+def test_an_event_elsewhere_is_forwarded_to_its_customers_partition():
+    value = encode(wire("purchase", "c-1", at(1)))
+    unkeyed = Message("customer-events", 0, None, value)
+    other_partition = Message("customer-events", (partition_of(b"c-1", 4) + 1) % 4, b"c-1", value)
+    for msg in (unkeyed, other_partition):
+        assert admit(msg, RULES, wall=at(2)) == Forward(b"c-1", "purchase")
+
+
+def test_a_message_that_is_not_an_event_is_a_dead_letter():
+    bad = admit(keyed(b'{"schema_version":1'), RULES, wall=at(2))
+    assert isinstance(bad, InvalidEvent) and bad.reason == "bad_json"
+
+
+def test_an_event_too_far_ahead_of_the_wall_clock_is_refused_on_either_clock():
+    """A replay's history is in the past; one event from the far future would carry the
+    event-time watermark forward for good."""
+    wall = T0 + 400 * DAY
+    assert isinstance(admit(keyed(encode(wire("login", "c-1", wall + 300))), RULES, wall), Item)
+    bad = admit(keyed(encode(wire("login", "c-1", wall + 301))), RULES, wall)
+    assert isinstance(bad, InvalidEvent) and bad.reason == "timestamp_out_of_range" and bad.customer_id == "c-1"
+
+
+def test_a_tick_on_the_workers_own_topic_is_a_silence_check():
+    msg = Message(REPARTITION, partition_of(b"c-1", 4), b"c-1", tick_value(at(30)), [(KIND_HEADER, TICK)])
+    item = admit(msg, RULES, wall=at(2))
+    assert item == Item("c-1", None, at(30), ref=msg)
+
+
+def test_a_tick_header_on_an_input_topic_or_a_tick_that_does_not_parse_is_read_as_an_event():
+    forged = keyed(json.dumps({"deadline": at(30)}).encode())._replace(headers=[(KIND_HEADER, TICK)])
+    garbled = Message(REPARTITION, 0, b"c-1", b"not json", [(KIND_HEADER, TICK)])
+    for msg in (forged, garbled):
+        assert isinstance(admit(msg, RULES, wall=at(2)), InvalidEvent)
