@@ -442,3 +442,27 @@ def test_the_index_rebuild_after_a_rebalance_keeps_only_the_partitions_held(chur
     assert 0 < len(held) < len(customers)
     assert app.handler.tracked == len(held) == len(app.silence.index)
     assert app.metrics.registry.get_sample_value("churn_customers_tracked") == len(held)
+
+
+def test_a_recovered_state_that_cannot_be_read_is_left_out_and_the_worker_starts(churn):
+    """One corrupt changelog record (or one written by a newer codec) must not stop start-up:
+    it is counted and kept out of the index; that customer's events are dead-lettered
+    rather than overwrite it, and everyone else goes on."""
+    app, sink, feed = churn
+    future_format = bytes([99]) + b"\x00" * 40
+
+    async def scenario():
+        await feed.deliver(feed.keyed(event(300, "login", "good", 1), "good"))
+        app.table.data[b"broken"] = future_format  # as recovery would leave it
+        app.active_partitions = lambda: set(range(4))
+        await app.on_rebalance_complete()
+        assert app.assigned_once and app.handler.tracked == 1 and len(app.silence.index) == 1
+        await feed.deliver(feed.keyed(event(301, "login", "broken", 2), "broken"),
+                           feed.keyed(event(302, "login", "good", 2), "good"))
+
+    run(scenario())
+    assert app.metrics.registry.get_sample_value("churn_state_records_quarantined_total") == 1
+    assert app.table.data[b"broken"] == future_format  # not overwritten
+    (_, key, _, headers), = sink.on(app.settings.dead_letter_topic)
+    assert key == b"broken" and dict(headers)["dlq.reason"] == b"processing_failed"
+    assert decode_state(app.table[b"good"]).logins == 2

@@ -52,6 +52,9 @@ class Metrics:
         self.silence_checks = Counter("churn_silence_checks_total",
                                       "Due silence deadlines taken from the index: into a batch, or sent "
                                       "by the timer as ticks", ["path"], registry=r)
+        self.state_quarantined = Counter("churn_state_records_quarantined_total",
+                                         "Recovered customer states that could not be read (left out of the "
+                                         "deadline index; that customer's events are dead-lettered)", registry=r)
         self.next_deadline = Gauge("churn_deadline_next_seconds",
                                    "Earliest pending silence deadline in the index, on the worker's clock "
                                    "(CHURN_CLOCK); 0 when none", registry=r)

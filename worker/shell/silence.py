@@ -26,6 +26,7 @@ from worker.core.deadlines import DeadlineIndex
 from worker.core.partitioner import partition_of
 from worker.core.pipeline import Item
 from worker.core.policy import Policy
+from worker.core.state import CustomerState
 from worker.core.triggers import pending_deadline
 from worker.shell.metrics import Metrics
 from worker.shell.output import Sink
@@ -119,9 +120,8 @@ class Silence:
         count = 0
         for n, (key, raw) in enumerate(records):
             part = partition_of(key, self.settings.topic_partitions)
-            if part in active:
+            if part in active and (state := self._decoded(key, raw, part)) is not None:
                 count += 1
-                state = decode_state(raw)
                 self.index.set(key, pending_deadline(self.policy, state))
                 seen[part] = max(seen.get(part, 0.0), state.last_seen)
             if n % REBUILD_YIELD_EVERY == 0:
@@ -131,6 +131,19 @@ class Silence:
         log.info("deadline index rebuilt: %d customers, %d pending, partitions %s",
                  count, len(self.index), sorted(active))
         return count
+
+    def _decoded(self, key: bytes, raw: bytes, partition: int) -> CustomerState | None:
+        """The recovered state, or None for a record this worker cannot read (corrupt, or
+        written by a newer codec): counted and logged, kept out of the index, left in the
+        store as it is (an event of that customer is then dead-lettered rather than let
+        overwrite it), so one record never stops the worker from starting."""
+        try:
+            return decode_state(raw)
+        except Exception as exc:
+            self.metrics.state_quarantined.inc()
+            log.error("customer state on changelog partition %d cannot be read and is left out (key %r, %d bytes): "
+                      "%s", partition, key[:64], len(raw or b""), exc)
+            return None
 
     def gauge(self) -> None:
         m = self.metrics

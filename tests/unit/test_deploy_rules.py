@@ -1,0 +1,41 @@
+"""The shipped alert rules refer to metrics the worker exports, and the two copies (compose
+Prometheus and the Kubernetes PrometheusRule) hold the same alerts with the same expressions."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import generate_latest
+
+from worker.shell.metrics import Metrics
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+RULE_FILES = (DEPLOY / "prometheus" / "alerts.yml", DEPLOY / "k8s" / "prometheusrule.yaml")
+
+
+def _alerts(path: Path) -> dict[str, str]:
+    """alert name -> its expression, whitespace-normalised."""
+    text = path.read_text()
+    out = {}
+    for block in re.split(r"\n\s*- alert: ", text)[1:]:
+        name, rest = block.split("\n", 1)
+        expr = re.search(r"expr: (\|\n(?:\s{6,}.*\n)+|.*\n)", rest)
+        assert expr, f"{path.name}: {name} has no expr"
+        out[name.strip()] = " ".join(expr.group(1).replace("|", " ", 1).split())
+    return out
+
+
+def test_both_rule_files_hold_the_same_alerts():
+    compose, kubernetes = (_alerts(p) for p in RULE_FILES)
+    assert compose and compose == kubernetes
+
+
+def test_every_metric_an_alert_reads_is_exported():
+    exported = set()
+    for line in generate_latest(Metrics().registry).decode().splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            exported |= {name} | ({f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram" else set())
+            exported |= {f"{name}_total"} if kind == "counter" else set()
+    used = {m for expr in _alerts(RULE_FILES[0]).values() for m in re.findall(r"\bchurn_[a-z_]+", expr)}
+    assert used and used <= exported, sorted(used - exported)
