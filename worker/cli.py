@@ -128,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from worker.errors import ConfigError
     from worker.model.artifact import load_artifact
     from worker.shell.app import ChurnApp
+    from worker.shell.topology import check_co_partitioning
 
     settings = load_settings()
     if not settings.kafka_bootstrap:
@@ -139,6 +140,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # aiokafka send would build a log record for nothing (7% of the hot path).
     for name in ("aiokafka", "faust", "mode", "churn_worker"):
         logging.getLogger(name).setLevel(settings.log_level.upper())
+    loop = asyncio.new_event_loop()  # its own: faust's worker sets up the loop it runs on
+    try:
+        loop.run_until_complete(check_co_partitioning(settings))
+    finally:
+        loop.close()
     churn = ChurnApp(settings, artifact, policy)
     print(f"churn-worker: model {artifact.version}, policy {policy.version}, clock {settings.clock}, "
           f"http://{settings.web_host}:{settings.web_port}/metrics", flush=True)

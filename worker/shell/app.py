@@ -32,6 +32,7 @@ from worker.shell.http import add_routes
 from worker.shell.metrics import Metrics
 from worker.shell.output import ChangelogSink, Headers, OutputProducer, Sink
 from worker.shell.silence import Silence
+from worker.shell.topology import TABLE
 
 log = logging.getLogger("churn_worker")
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the batch is redelivered after a restart
@@ -54,7 +55,7 @@ class ChurnApp:
                                      partitions=settings.topic_partitions, **raw)
         # Values are worker.core.codec bytes; the handler writes the store and the changelog
         # itself, in batches (worker.shell.output).
-        self.table = self.app.Table("customer_state", default=None, key_type=bytes, value_type=bytes,
+        self.table = self.app.Table(TABLE, default=None, key_type=bytes, value_type=bytes,
                                     partitions=settings.topic_partitions)
         self.producer = OutputProducer(
             settings.kafka_bootstrap or "", self.table.changelog_topic.get_topic_name(),
