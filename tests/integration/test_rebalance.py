@@ -14,10 +14,11 @@ import pytest
 
 from worker.config import load_settings
 from worker.core.events import format_time
-from worker.harness.process import WorkerProcess
-from worker.shell.app import partition_of
+from worker.core.partitioner import partition_of
+from worker.harness.conditions import read_to_end
+from worker.harness.process import WorkerProcess, wait_settled
 from worker.tools.bench import bench_stream
-from worker.tools.kafka_io import create_topics, produce, read_topic
+from worker.tools.kafka_io import create_topics, produce
 
 from .conftest import run, topic_env
 
@@ -91,10 +92,9 @@ def test_a_joining_worker_takes_over_partitions_without_losing_or_repeating_even
                         seen[cid] = json.loads(body)["orders"]
             return seen
 
-        deadline = time.monotonic() + 120
-        while sum(orders().values()) < CUSTOMERS * ORDERS and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(2.0)  # anything applied twice would show by now
+        # settled: the group has committed every event (and every redelivery after the handover)
+        # on its input and repartition topics, so anything applied twice shows by now
+        wait_settled([first, second], CUSTOMERS * ORDERS, timeout=180)
         by_partition: dict[int, list[int]] = {}
         for cid, n in orders().items():
             by_partition.setdefault(partition_of(cid.encode(), settings.topic_partitions), []).append(n)
@@ -126,11 +126,11 @@ def test_a_worker_stopped_mid_stream_finishes_its_batch_and_its_successor_repeat
             return sum(json.loads(second.get(f"/customers/b-{c:07d}")[1]).get("orders", 0) for c in range(0, 3000, 97))
         expected = sum(1 for raw in stream for c in range(0, 3000, 97)
                        if json.loads(raw)["customer_id"] == f"b-{c:07d}" and json.loads(raw)["type"] == "purchase")
-        wait_for(lambda: applied() >= expected, 180, "the second worker to apply the rest")
-        time.sleep(3.0)
+        # settled: every message is committed, so the rest is applied and nothing more will be
+        second.wait_consumed(0, timeout=180)
         assert applied() == expected
         ids = [json.loads(r.value)["trigger_id"] for t in settings.trigger_topics.values()
-               for r in run(read_topic(broker.bootstrap, t, idle_s=1.0))]
+               for r in run(read_to_end(broker.bootstrap, t))]
         assert len(ids) > 100
         assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} triggers were sent twice"
     finally:

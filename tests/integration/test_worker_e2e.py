@@ -3,7 +3,6 @@ silence firing a win-back, and a restart recovering state from the changelog."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -12,12 +11,13 @@ import pytest
 
 from worker.config import load_policy, load_settings
 from worker.core.events import Event, format_time, parse_event
+from worker.core.partitioner import partition_of
 from worker.core.state import DAY, EMPTY, apply_event
 from worker.core.triggers import lapse_days
-from worker.harness.process import WorkerProcess
-from worker.shell.app import partition_of
+from worker.harness.conditions import read_to_end
+from worker.harness.process import WorkerProcess, consumed
 from worker.tools.generate import generate
-from worker.tools.kafka_io import create_topics, produce, read_topic
+from worker.tools.kafka_io import create_topics, produce
 
 from .conftest import run, topic_env
 
@@ -84,8 +84,8 @@ def stream(broker, env, tmp_path_factory):
         run(produce(broker.bootstrap, settings.input_topics[0], unkeyed, keyed=False))
         run(produce(broker.bootstrap, settings.input_topics[0], keyed))
         samples = worker.wait_consumed(len(keyed) + len(unkeyed))
-        out = {kind: run(read_topic(broker.bootstrap, t, idle_s=1.0)) for kind, t in settings.trigger_topics.items()}
-        out["dead_letter"] = run(read_topic(broker.bootstrap, settings.dead_letter_topic, idle_s=1.0))
+        out = {kind: run(read_to_end(broker.bootstrap, t)) for kind, t in settings.trigger_topics.items()}
+        out["dead_letter"] = run(read_to_end(broker.bootstrap, settings.dead_letter_topic))
         quiet_before = json.loads(worker.get(f"/customers/{QUIET}")[1])
         yield {"samples": samples, "out": out, "worker": worker, "settings": settings, "special": special,
                "quiet_before": quiet_before, "log": log}
@@ -135,7 +135,7 @@ def test_bad_rating_and_breached_sla_fire_service_recovery(stream):
 def test_malformed_and_late_messages_go_to_the_dead_letter_topic_with_reason_and_source(stream, broker):
     dead = stream["out"]["dead_letter"]
     source = {(r.partition, r.offset): r.value
-              for r in run(read_topic(broker.bootstrap, stream["settings"].input_topics[0], idle_s=1.0))}
+              for r in run(read_to_end(broker.bootstrap, stream["settings"].input_topics[0]))}
     too_late = json.dumps(crafted_keyed()[-1]).encode()
     assert sorted(r.value for r in dead) == sorted([*MALFORMED, too_late])
     for record in dead:
@@ -203,11 +203,8 @@ def test_restart_recovers_state_from_the_changelog(stream, broker, tmp_path):
         assert (recovered["orders"], recovered["next_deadline"]) == (10, before["next_deadline"])
         extra = ev(999, "purchase", QUIET, 95, order_id="o-late", amount=5, currency="EUR")
         run(produce(broker.bootstrap, stream["settings"].input_topics[0], [json.dumps(extra).encode()]))
-        for _ in range(100):
-            after = json.loads(again.get(f"/customers/{QUIET}")[1])
-            if after["orders"] == 11:
-                break
-            time.sleep(0.2)
+        assert consumed(again.wait_consumed(1)) == 1, "only the new purchase: the offsets were committed"
+        after = json.loads(again.get(f"/customers/{QUIET}")[1])
         assert after["orders"] == 11, "the new purchase should add to the recovered state, not start afresh"
         # silence across the restart: the rebuilt deadline index fires the recovered customer's win-back
         # once events on every partition move the watermark past its lapse deadline
@@ -228,13 +225,11 @@ def test_restart_recovers_state_from_the_changelog(stream, broker, tmp_path):
             if e["customer_id"] == RESTARTED:
                 state = apply_event(state, parse_event(json.dumps(e).encode()))
         deadline = state.last_activity + lapse_days(load_policy(settings.policy_path), state) * DAY
-        fired: list = []
-        for _ in range(100):
-            records = run(read_topic(broker.bootstrap, settings.win_back_topic, idle_s=0.5))
-            fired = [json.loads(r.value) for r in records if r.key == RESTARTED.encode()]
-            if fired:
-                break
-            time.sleep(0.3)
+        # settled: the pacers are handled and every silence check up to the new watermark is taken
+        samples = again.wait_consumed(1 + len(pacers))
+        assert samples[("churn_event_time_watermark_seconds",)] > deadline
+        records = run(read_to_end(broker.bootstrap, settings.win_back_topic))
+        fired = [json.loads(r.value) for r in records if r.key == RESTARTED.encode()]
         assert [(t["rule"], t["event_time"]) for t in fired] == [("lapsed", format_time(deadline))]
     finally:
         again.stop()

@@ -1,4 +1,9 @@
-"""process(): one batch of events and silence ticks -> states, triggers, outcomes."""
+"""process(): one batch of events and silence ticks -> states, triggers, outcomes.
+
+Scored by `SilenceModel` (tests/unit/fakes.py): risk = silence_risk(days since the last
+activity), 0.6 (the follow-up threshold) only after 45 silent days. So every score below is
+known by hand, and no trigger here is a risk-threshold one: they come from the rules
+(lapse, SLA breach, bad rating), whatever the shipped model would say."""
 from __future__ import annotations
 
 from collections import Counter
@@ -12,14 +17,16 @@ from worker.core.pipeline import Context, Item, Result, process
 from worker.core.triggers import CHECKED, lapse_days, pending_deadline
 
 from .conftest import DAY, HOUR, at, fold, login, purchase, regular_customer, support
+from .fakes import SilenceModel, silence_risk
 
 LATENESS = 3 * DAY
 WALL = at(200)  # the batch's wall time; with the event clock it is only stamped on triggers
+MODEL = SilenceModel()
 
 
 @pytest.fixture
-def ctx(artifact, policy) -> Context:
-    return Context(artifact, policy, LATENESS, emitted_at=WALL, event_clock=True)
+def ctx(policy) -> Context:
+    return Context(MODEL, policy, LATENESS, emitted_at=WALL, event_clock=True)
 
 
 def customer_a():
@@ -59,11 +66,15 @@ def test_a_small_stream(ctx, policy):
     by_customer = {t["customer_id"]: t for t in result.triggers}
     assert by_customer["b"]["event_time"] == format_time(at(29, 10))
     assert by_customer["c"]["event_time"] == format_time(at(26, 9))  # opened + 24 h, not the login time
+    # the risk at each: b's last activity was a login a day before the rating, c's an hour before the breach
+    assert by_customer["b"]["risk_score"] == round(silence_risk(1.0), 4)
+    assert by_customer["c"]["risk_score"] == round(silence_risk(1 / 24), 4)
     for trigger in result.triggers:
         assert trigger["schema_version"] == 1 and trigger["policy_version"] == policy.version
-        assert trigger["model_version"] == "churn-v1"
+        assert trigger["model_version"] == MODEL.version
         assert trigger["emitted_at"] == format_time(WALL)
-        assert 0 <= trigger["risk_score"] <= 1
+    # no customer was silent long enough for a risk trigger: only the rules above fired
+    assert max(result.scores) < policy.risk.follow_up_threshold
     # (2) states equal the plain fold of each customer's events (plus trigger memory)
     for cid, events in (("a", customer_a()), ("b", customer_b()), ("c", customer_c())):
         assert replace(result.states[cid], fired={}) == fold(events)
@@ -122,7 +133,10 @@ def test_silence_ticks_fire_win_back_at_the_lapse_deadline(ctx, policy):
     assert check < lapse
     # the timer ticks at each pending deadline: first the follow-up check...
     at_check = process([Item("a", None, check)], first.states, ctx)
-    assert at_check.triggers == []  # a daily user two days silent is still low risk
+    silent_at_check = (check - a.last_activity) / DAY
+    assert at_check.scores == [pytest.approx(silence_risk(silent_at_check))]
+    assert at_check.scores[0] < policy.risk.follow_up_threshold  # a daily user two days silent: low risk
+    assert at_check.triggers == []
     assert at_check.deadlines["a"] == lapse
     # ...then the lapse itself
     at_lapse = process([Item("a", None, lapse)], at_check.states, ctx)
@@ -130,6 +144,7 @@ def test_silence_ticks_fire_win_back_at_the_lapse_deadline(ctx, policy):
     [trigger] = at_lapse.triggers
     assert trigger["event_time"] == format_time(lapse)
     assert trigger["state"]["days_since_last_activity"] == pytest.approx(lapse_days(policy, a), abs=1e-4)
+    assert trigger["risk_score"] == round(silence_risk(lapse_days(policy, a)), 4)  # lapsed, whatever the risk
     assert at_lapse.deadlines["a"] is None  # nothing more to wait for in this silence
     # a repeated tick gives nothing new
     again = process([Item("a", None, lapse + DAY)], at_lapse.states, ctx)
@@ -146,7 +161,10 @@ def test_an_event_after_a_missed_deadline_catches_up_first(ctx, policy):
     assert result.triggers[0]["event_time"] == format_time(lapse)
     # the win-back was decided on the silent state, before the login was applied
     assert result.triggers[0]["state"]["days_since_last_activity"] < 10
-    assert len(result.scores) == 3  # follow-up check, lapse, then the login
+    # follow-up check, lapse, then the login (silent for no time at all)
+    days = lapse_days(policy, a)
+    assert result.scores == pytest.approx([silence_risk(days * policy.lapse.follow_up_check_at),
+                                           silence_risk(days), 0.0])
     assert result.outcomes == Counter({("login", "applied"): 1})
     state = result.states["a"]
     assert state.last_activity == at(60, 12) and state.logins == a.logins + 1
@@ -201,8 +219,8 @@ def test_same_stream_in_any_batch_size_gives_the_same_result(ctx):
         assert outcomes == reference_outcomes, size
 
 
-def test_wall_clock_old_history_updates_state_but_sends_nothing(artifact, policy, ctx):
-    wall = Context(artifact, policy, LATENESS, emitted_at=at(120), event_clock=False,
+def test_wall_clock_old_history_updates_state_but_sends_nothing(policy, ctx):
+    wall = Context(MODEL, policy, LATENESS, emitted_at=at(120), event_clock=False,
                    emit_max_age_s=2 * DAY)
     replay = process(stream(), {}, ctx)  # the same history with the event clock
     result = process(stream(), {}, wall)
@@ -223,8 +241,8 @@ def test_wall_clock_old_history_updates_state_but_sends_nothing(artifact, policy
     assert now.quiet == Counter(win_back=1)
 
 
-def test_wall_clock_silence_deadlines_older_than_the_limit_are_quiet(artifact, policy, ctx):
-    wall = Context(artifact, policy, LATENESS, emitted_at=at(120), event_clock=False,
+def test_wall_clock_silence_deadlines_older_than_the_limit_are_quiet(policy, ctx):
+    wall = Context(MODEL, policy, LATENESS, emitted_at=at(120), event_clock=False,
                    emit_max_age_s=2 * DAY)
     first = process(stream(), {}, wall)
     a = first.states["a"]
@@ -243,7 +261,9 @@ def test_features_in_a_trigger_match_the_state_at_that_point(ctx):
     trigger = next(t for t in result.triggers if t["customer_id"] == "b")
     row = features(fold(e for e in customer_b() if e.occurred_at <= at(29, 10)), at(29, 10))
     assert list(trigger["state"].values()) == [round(v, 4) for v in row]
-    assert all(r["contribution"] > 0 for r in trigger["top_reasons"])
+    # the model's reasons for this very row: its silence, a day, and the whole risk it brings
+    assert trigger["top_reasons"] == [{"feature": "days_since_last_activity", "value": 1.0,
+                                       "contribution": round(silence_risk(1.0), 4)}]
 
 
 def test_a_lapse_suppressed_by_the_cooldown_is_looked_at_again_when_it_ends(ctx, policy):

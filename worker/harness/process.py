@@ -5,19 +5,26 @@ exactly as an operator would start it, and read its progress from /metrics.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from worker.config import Settings, load_settings
 from worker.errors import ChurnWorkerError
 from worker.harness.broker import free_port, stop_process
+from worker.harness.conditions import overdue_silence, ticks_sent, uncommitted
+
+POLL_S = 0.3  # between two checks of a condition
 
 
 def scrape(port: int) -> dict[tuple, float]:
@@ -36,13 +43,10 @@ def consumed(samples: dict) -> float:
                if k[0] == "churn_events_consumed_total" and dict(k[1:]).get("outcome") != "repartitioned")
 
 
-def triggers(samples: dict) -> dict[str, float]:
-    return {dict(k[1:])["type"]: v for k, v in samples.items() if k[0] == "churn_triggers_emitted_total"}
-
-
 class WorkerProcess:
     def __init__(self, bootstrap: str, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
+        self.bootstrap = bootstrap
         self.env = {**os.environ, **env,
                     "CHURN_KAFKA_BOOTSTRAP": bootstrap, "CHURN_WEB_PORT": str(self.port)}
         self.log_path = log_path
@@ -61,8 +65,14 @@ class WorkerProcess:
             if self.get("/ready")[0] == 200:
                 self.ready_at = time.perf_counter()
                 return self
-            time.sleep(0.3)
+            time.sleep(POLL_S)
         raise ChurnWorkerError(f"the worker was not ready within {timeout:.0f} s; see {self.log_path}")
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The worker's settings, as it reads them from its environment."""
+        return load_settings(**{k[len("CHURN_"):].lower(): v for k, v in self.env.items()
+                                if k.startswith("CHURN_")})
 
     @property
     def pid(self) -> int:
@@ -96,23 +106,61 @@ class WorkerProcess:
     def consumed(self) -> float:
         return consumed(self.metrics())
 
-    def wait_consumed(self, total: int, settle_s: float = 4.0, timeout: float = 600.0,
-                      progress: Any = None) -> dict:
-        """Wait until `total` messages are accounted for and neither that count nor the
-        trigger counts changed for settle_s (the timer has fired what the stream implies)."""
-        last, since = None, time.monotonic()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            samples = self.metrics()
-            state = (consumed(samples), tuple(sorted(triggers(samples).items())))
-            if progress is not None:
-                progress.update(int(state[0]) - progress.n)
-            if state != last:
-                last, since = state, time.monotonic()
-            elif state[0] >= total and time.monotonic() - since > settle_s:
-                return samples
-            time.sleep(0.3)
-        raise ChurnWorkerError(f"consumed {last} of {total} messages within {timeout:.0f} s")
+    def wait_consumed(self, total: int, timeout: float = 600.0, progress: Any = None) -> dict:
+        """Wait until `total` input messages are accounted for and the worker has settled (see
+        `wait_settled`); its metric samples then."""
+        return wait_settled([self], total, timeout, progress)[0]
 
     def stop(self, timeout: float = 30.0) -> None:
         stop_process(self.process, timeout)
+
+
+def wait_settled(workers: Sequence[WorkerProcess], total: int = 0, timeout: float = 600.0,
+                 progress: Any = None) -> list[dict]:
+    """Wait until the workers of one group have done everything their input implies; then
+    their metric samples, in order. Settled means, in this order of observation:
+    1. the group has committed every message on its input and repartition topics (committed
+       offsets read before each partition's end), so every event, forwarded event and tick
+       appended so far has been handled, its triggers and state written;
+    2. then, from each worker's metrics: at least `total` input messages are accounted for,
+       the worker is ready (not rebalancing), no silence deadline is due by its clock, and
+       its timer sent no tick since before (1) (a tick sent meanwhile is a message (1) did
+       not see). Nothing is left that could emit anything.
+    Polls until then; raises ChurnWorkerError saying what was still missing at `timeout`."""
+    deadline = time.monotonic() + timeout
+    missing = "nothing checked yet"
+    while time.monotonic() < deadline:
+        before = [w.metrics() for w in workers]
+        done = sum(consumed(s) for s in before)
+        if progress is not None:
+            progress.update(int(done) - progress.n)
+        missing = f"consumed {done:.0f} of {total} messages" if done < total else _uncommitted(workers)
+        if not missing:
+            after = [w.metrics() for w in workers]
+            missing = _unsettled(workers, before, after, total)
+            if not missing:
+                return after
+        time.sleep(POLL_S)
+    raise ChurnWorkerError(f"the workers did not settle within {timeout:.0f} s: {missing}")
+
+
+def _uncommitted(workers: Sequence[WorkerProcess]) -> str:
+    settings = workers[0].settings
+    left = asyncio.run(uncommitted(workers[0].bootstrap, settings.app_id,
+                                   [*settings.input_topics, settings.repartition_topic]))
+    return "; ".join(left)
+
+
+def _unsettled(workers: Sequence[WorkerProcess], before: list[dict], after: list[dict], total: int) -> str:
+    """What keeps the workers, whose offsets are committed, from being settled ('' if nothing)."""
+    done = sum(consumed(s) for s in after)
+    if done < total:
+        return f"consumed {done:.0f} of {total} messages"
+    for worker, old, new in zip(workers, before, after):
+        if worker.get("/ready")[0] != 200:
+            return f"the worker on port {worker.port} is not ready"
+        if (overdue := overdue_silence(new, worker.settings.clock)) is not None:
+            return f"the worker on port {worker.port}: {overdue}"
+        if ticks_sent(new) != ticks_sent(old):
+            return f"the worker on port {worker.port} sent silence ticks while its offsets were checked"
+    return ""

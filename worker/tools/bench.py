@@ -239,11 +239,11 @@ async def broker_floor(bootstrap: str, topic: str, eps: float, seconds: float,
 
 
 async def trigger_times(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> dict[str, float]:
-    from worker.tools.kafka_io import read_topic
+    from worker.harness.conditions import read_to_end
 
     deadline = time.monotonic() + timeout
     while True:
-        records = await read_topic(bootstrap, topic, idle_s=0.5)
+        records = await read_to_end(bootstrap, topic)
         if len(records) >= expect or time.monotonic() > deadline:
             return {record.key.decode(): record.timestamp / 1000.0 for record in records}
         await asyncio.sleep(1)

@@ -17,13 +17,13 @@ from tqdm import tqdm
 
 from worker.config import load_settings
 from worker.harness.broker import EmbeddedBroker
+from worker.harness.conditions import read_to_end
 from worker.harness.process import WorkerProcess, consumed
 from worker.tools.generate import corrupt, generate
-from worker.tools.kafka_io import create_topics, produce, read_topic
+from worker.tools.kafka_io import create_topics, produce
 
 WORKDIR = Path("demo-run")
 BAD_FRACTION = 0.005  # a few malformed messages, to show the dead-letter topic at work
-SETTLE_S = 6.0        # the stream is done when nothing changed for this long
 
 
 def run_demo(args) -> int:
@@ -58,7 +58,7 @@ def run_demo(args) -> int:
         with tqdm(total=len(messages), unit="ev", desc=f"[4/5] produce -> {settings.input_topics[0]}") as bar:
             asyncio.run(produce(bootstrap, settings.input_topics[0], messages, progress=bar))
         with tqdm(total=len(messages), unit="ev", desc="worker consumed") as bar:
-            samples = worker.wait_consumed(len(messages), settle_s=SETTLE_S, progress=bar)
+            samples = worker.wait_consumed(len(messages), progress=bar)
         print("[5/5] stream processed; reading the trigger and dead-letter topics back")
         summarize(bootstrap, settings, samples, port)
         if args.keep_running:
@@ -96,6 +96,6 @@ def _outcome(samples: dict, outcome: str) -> float:
 
 
 async def _read_all(bootstrap: str, settings) -> dict[str, list]:
-    out = {kind: await read_topic(bootstrap, topic, idle_s=1.0) for kind, topic in settings.trigger_topics.items()}
-    out["dead_letter"] = await read_topic(bootstrap, settings.dead_letter_topic, idle_s=1.0)
+    out = {kind: await read_to_end(bootstrap, topic) for kind, topic in settings.trigger_topics.items()}
+    out["dead_letter"] = await read_to_end(bootstrap, settings.dead_letter_topic)
     return out

@@ -1,12 +1,12 @@
-"""Small aiokafka helpers for the CLI, the demo and the tests: create topics,
-produce a file of events, read a topic back. Plain Kafka APIs only."""
+"""Small aiokafka helpers for the CLI and the demo: create topics, produce a file of
+events. Plain Kafka APIs only. (Reading a topic back to its end: worker.harness.conditions.)"""
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Iterable, Iterator
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -57,34 +57,6 @@ async def produce(bootstrap: str, topic: str, values: Iterable[bytes], *, keyed:
     finally:
         await producer.stop()
     return sent
-
-
-async def read_topic(bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 60.0) -> list:
-    """Every record currently in `topic`, from the beginning, until `idle_s` with nothing new."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    records = []
-    try:
-        await consumer.topics()  # refreshes metadata, so a topic created a moment ago is seen
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-            for msgs in batch.values():
-                records.extend(msgs)
-            done = all([await consumer.position(tp) >= end[tp] for tp in tps])
-            if done and not batch:
-                break
-    finally:
-        await consumer.stop()
-    return records
 
 
 def lines(path: str) -> Iterator[bytes]:
