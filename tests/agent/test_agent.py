@@ -328,14 +328,14 @@ def test_an_event_the_worker_fails_on_is_dead_lettered_and_the_rest_of_the_batch
     the worker on every restart: it goes to the dead-letter topic, the others are applied."""
     import worker.core.pipeline as pipeline
 
-    real_apply = pipeline.apply_event
+    real_apply = pipeline.apply_keyed
 
-    def apply_or_fail(state, ev):
+    def apply_or_fail(state, ev, *args):
         if ev.customer_id == "poison":
             raise ZeroDivisionError("simulated bug")
-        return real_apply(state, ev)
+        return real_apply(state, ev, *args)
 
-    monkeypatch.setattr(pipeline, "apply_event", apply_or_fail)
+    monkeypatch.setattr(pipeline, "apply_keyed", apply_or_fail)
     app, sink, feed = churn
     run(feed.deliver(feed.keyed(event(30, "login", "c6", 1), "c6"),
                      feed.keyed(event(31, "login", "poison", 1), "poison"),
@@ -388,7 +388,7 @@ def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypat
     import worker.core.pipeline as pipeline
     import worker.shell.app as app_module
 
-    def always_fail(state, ev):
+    def always_fail(state, ev, *args):
         raise ZeroDivisionError("simulated bug")
 
     class Exited(Exception):
@@ -398,7 +398,7 @@ def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypat
         exits.append(code)
         raise Exited  # os._exit does not return
 
-    monkeypatch.setattr(pipeline, "apply_event", always_fail)
+    monkeypatch.setattr(pipeline, "apply_keyed", always_fail)
     exits: list[int] = []
     monkeypatch.setattr(app_module.os, "_exit", exit_)
     monkeypatch.setattr(app_module.logging, "shutdown", lambda: None)  # pytest's own handlers stay open
@@ -466,3 +466,51 @@ def test_a_recovered_state_that_cannot_be_read_is_left_out_and_the_worker_starts
     (_, key, _, headers), = sink.on(app.settings.dead_letter_topic)
     assert key == b"broken" and dict(headers)["dlq.reason"] == b"processing_failed"
     assert decode_state(app.table[b"good"]).logins == 2
+
+
+def test_a_forwarded_event_forwarded_again_after_a_crash_is_recognised_by_its_origin(churn):
+    """A worker that crashed after forwarding an unkeyed event, before committing it, forwards
+    it again: a second copy at a new offset of the repartition topic. Its origin header
+    names the same input record, so it is not applied twice, even with another event id."""
+    app, sink, feed = churn
+    value = event(400, "purchase", "fw", 1, order_id="o", amount=30, currency="EUR")
+    unkeyed = feed.record(app.settings.input_topics[0], 0, None, value)
+
+    async def scenario():
+        await feed.deliver(unkeyed)
+        await feed.deliver(unkeyed)  # redelivered after the crash: forwarded a second time
+        first, second = sink.on(app.settings.repartition_topic)
+        assert first[3] == second[3] and first[3][0][0] == "churn.origin"
+        part = partition_of(b"fw", 4)
+        await feed.deliver(*(feed.record(t, part, k, v, h) for t, k, v, h in (first, second)))
+        # a producer-side copy of the same record with another event id: the origin still tells
+        other_id = json.dumps({**json.loads(value), "event_id": "a-400-copy"}).encode()
+        await feed.deliver(feed.record(app.settings.repartition_topic, part, b"fw", other_id, first[3]))
+
+    run(scenario())
+    assert decode_state(app.table[b"fw"]).orders == 1
+    assert consumed(app, "purchase", "applied") == 1 and consumed(app, "purchase", "duplicate") == 2
+
+
+def test_a_batch_whose_state_write_fails_leaves_the_store_as_it_was(churn):
+    """The store takes a batch's states only once the changelog has them: run again after a
+    failed write, the batch applies cleanly instead of finding its events already counted."""
+    app, sink, feed = churn
+    records = [feed.keyed(event(500 + i, "purchase", "w", 1 + i / 10, order_id=f"o{i}", amount=10, currency="EUR"),
+                          "w") for i in range(3)]
+    messages = [app.app.consumer._to_message(TP(r.topic, r.partition), r) for r in records]
+    changelog = app.handler.write_changelog
+
+    async def failing(partitioned):
+        raise ConnectionError("the broker went away")
+
+    async def scenario():
+        app.handler.write_changelog = failing
+        with pytest.raises(ConnectionError):
+            await app.handler.handle(messages)
+        assert app.table.get(b"w") is None and app.handler.tracked == 0
+        app.handler.write_changelog = changelog
+        await app.handler.handle(messages)  # redelivered after the restart
+
+    run(scenario())
+    assert decode_state(app.table[b"w"]).orders == 3 and app.handler.tracked == 1

@@ -1,12 +1,14 @@
 """State serialization for the changelog, and the per-customer deadline index."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from worker.core.codec import FORMAT, decode_state, encode_state
 from worker.core.deadlines import DeadlineIndex
 from worker.core.pipeline import Context, Item, process
-from worker.core.state import EMPTY, CustomerState, Ticket
+from worker.core.state import EMPTY, CustomerState, Ticket, source_code
 from worker.core.triggers import decide
 
 from .conftest import DAY, HOUR, at, fold, login, purchase, regular_customer, support
@@ -58,8 +60,8 @@ def test_round_trip_puts_every_field_back_in_its_place():
         first_seen=t0 + 1, last_seen=t0 + 2.5, last_activity=t0 + 3, first_activity=t0 + 4.25, last_login=t0 + 5,
         first_purchase=t0 + 6, last_purchase=t0 + 7.75, logins=8, orders=9, revenue=10.5, active_days=0b1011,
         tickets={"t-1": Ticket(t0 + 12, 0.0, t0 + 12.5)}, last_csat=3, last_csat_at=t0 + 14, last_nps=5,
-        last_nps_at=t0 + 16, bad_support=17, last_bad_support_at=t0 + 18.5, recent_ids=(19, 20, 2**32 - 1),
-        fired={"checked_until": t0 + 21, "win_back": t0 + 22.5})
+        last_nps_at=t0 + 16, bad_support=17, last_bad_support_at=t0 + 18.5, recent_ids=(19, 20, 2**64 - 1),
+        fired={"checked_until": t0 + 21, "win_back": t0 + 22.5}, applied={23: 24, 2**32 - 1: 2**62})
     back = decode_state(encode_state(state))
     for name in CustomerState.__dataclass_fields__:
         assert getattr(back, name) == getattr(state, name), name
@@ -88,11 +90,35 @@ def test_unknown_format_version_raises():
 
 
 def test_typical_customer_is_small():
+    """Format 3 holds 16 event-id keys of 64 bits (128 bytes; 32-bit keys collided at full
+    load) and the highest offset applied per source topic-partition (13 bytes each: a keyed
+    customer reads from one, or two with forwarded events)."""
     state = fold(typical_customer())
+    state = replace(state, applied={source_code("customer-events", 2): 123_456_789,
+                                    source_code("churn-worker-events-by-customer", 2): 42})
     assert state.activities == 57 and state.active_days.bit_count() >= 40
     size = len(encode_state(state))
     print(f"\nencoded state of a typical customer (60 events over 90 days): {size} bytes")
-    assert size <= 200, f"encoded state is {size} bytes, expected <= 200"
+    assert size <= 280, f"encoded state is {size} bytes, expected <= 280"
+
+
+# A customer state as format 2 wrote it (before source offsets; 32-bit event-id keys): the
+# replayed customer of states_to_check, with tickets, trigger memory and 16 ids.
+FORMAT_2_RECORD = bytes.fromhex(
+    "02ff0369031455a569922449374a86da41922449374a86da411455a569922449374a86da41b836a769b8f4156acdcccccccc"
+    "c68340108ee869108ee8692a0000000f00000004080000adaa725dabaa5cd7aa2ad70110402d0ac233277bbb5bb9a7b999a2"
+    "be08014c2d8b1116dc826dfab40a0fe2e55be37708f689319077599822aa81ca2ca0c9af6671429d5496bf9d19c335ed74fa"
+    "010d542d323032362d303030393831000000a8d279da4100000084237ada4100000084237ada4103000a5e4eb65b88da4103"
+    "0a5e4eb65b88da4104922449374a86da41")
+
+
+def test_a_state_written_by_format_2_still_loads(policy):
+    """Upgrading the worker must not lose or refuse the states on the changelog."""
+    old = decode_state(FORMAT_2_RECORD)
+    expected = states_to_check(policy)[-1]
+    assert replace(old, recent_ids=expected.recent_ids) == expected  # every field but the ids
+    assert old.recent_ids == () and old.applied == {}  # 32-bit keys cannot match 64-bit ones
+    assert decode_state(encode_state(old)) == old and encode_state(old)[0] == FORMAT == 3
 
 
 # ---- DeadlineIndex ---------------------------------------------------------------------------

@@ -313,3 +313,34 @@ def test_an_event_behind_the_silence_checks_still_gets_its_deadlines(ctx, policy
     # the check and the event behind it in one batch: the check must not move CHECKED past it again
     one_batch = process([Item("w", login(at(5), "w")), Item("w", None, at(30)), Item("w", ticket)], {}, ctx)
     assert one_batch.deadlines["w"] == at(8)
+
+
+def test_a_redelivered_span_longer_than_the_event_id_window_changes_nothing(ctx):
+    """After a crash, every record since the last commit comes again. The source offsets in
+    the state recognise each one, however many: counts stay exact."""
+    from worker.core.state import RECENT_IDS, source_code
+
+    source = source_code("customer-events", 1)
+    events = [purchase(at(0, h), "10.00", "r") for h in range(RECENT_IDS + 8)]  # within the lateness bound
+    items = [Item("r", e, source=source, offset=100 + n) for n, e in enumerate(events)]
+    first = process(items, {}, ctx)
+    again = process(items, first.states, ctx)  # the whole span redelivered
+    state = again.states["r"]
+    assert (state.orders, state.revenue) == (len(events), 10.0 * len(events))
+    assert state.applied == {source: 100 + len(events) - 1}
+    assert again.outcomes == Counter({("purchase", "duplicate"): len(events)})
+    assert again.triggers == [] and again.scores == []
+    # the event ids alone remember only the last RECENT_IDS: without offsets the oldest ones
+    # count again, each pushing a later id out of the window, and so on: all of them twice
+    no_offsets = process([i._replace(offset=-1) for i in items], first.states, ctx)
+    assert no_offsets.states["r"].orders == 2 * len(events)
+
+
+def test_a_producers_duplicate_at_another_offset_is_caught_by_its_event_id(ctx):
+    from worker.core.state import source_code
+
+    source = source_code("customer-events", 1)
+    event = purchase(at(1, 12), "10.00", "r")
+    result = process([Item("r", event, source=source, offset=7), Item("r", event, source=source, offset=8)], {}, ctx)
+    assert result.states["r"].orders == 1
+    assert result.outcomes == Counter({("purchase", "applied"): 1, ("purchase", "duplicate"): 1})

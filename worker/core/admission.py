@@ -14,7 +14,12 @@ A message is anything with Kafka's `topic`, `partition`, `key`, `value` and `hea
   (and with it every customer's silence checks) forward for good.
 - A valid event whose message is not keyed by its customer id, or sits on another
   partition than that key's, is forwarded: all of a customer's inputs must meet on one
-  partition, where its state lives.
+  partition, where its state lives. The forwarded copy carries its origin (topic,
+  partition, offset) in a header, so that the state recognises it by its original record
+  when it is forwarded again after a crash.
+
+An input names its record by `source` and `offset`: the message's own topic-partition, or
+for a forwarded event the origin it carries.
 """
 from __future__ import annotations
 
@@ -26,9 +31,11 @@ import orjson
 from worker.core.events import InvalidEvent, parse_event
 from worker.core.partitioner import partition_of
 from worker.core.pipeline import Item
+from worker.core.state import source_code
 
 TICK = b"tick"
 KIND_HEADER = "churn.kind"
+ORIGIN_HEADER = "churn.origin"  # topic, partition, offset of a forwarded event's original record
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,33 @@ def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward:
     key = parsed.customer_id.encode()
     if msg.key != key or msg.partition != partition_of(key, rules.partitions):
         return Forward(key, parsed.type)
-    return Item(parsed.customer_id, parsed, ref=msg)
+    source, offset = _origin(msg, rules)
+    return Item(parsed.customer_id, parsed, ref=msg, source=source, offset=offset)
+
+
+def origin_header(msg: Any) -> tuple[str, bytes]:
+    """The header a forwarded copy of `msg` carries: where the event was first read."""
+    return ORIGIN_HEADER, f"{msg.partition}:{msg.offset}:{msg.topic}".encode()
+
+
+def _origin(msg: Any, rules: Rules) -> tuple[int, int]:
+    if msg.topic not in rules.input_topics and (raw := header(msg, ORIGIN_HEADER)) is not None:
+        try:
+            partition, offset, topic = raw.decode().split(":", 2)
+            return _source(topic, int(partition)), int(offset)
+        except (ValueError, UnicodeDecodeError):
+            pass  # not written by this worker: the copy's own record names it
+    return _source(msg.topic, msg.partition), msg.offset
+
+
+_SOURCES: dict[tuple[str, int], int] = {}
+
+
+def _source(topic: str, partition: int) -> int:
+    code = _SOURCES.get((topic, partition))
+    if code is None:
+        code = _SOURCES[(topic, partition)] = source_code(topic, partition)
+    return code
 
 
 def tick_value(deadline: float) -> bytes:

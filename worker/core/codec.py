@@ -8,10 +8,14 @@ Layout (little-endian), 100-200 bytes for a typical customer:
     2 I   logins, orders
     b b H last_csat, last_nps, bad_support
     12 s  the 90-day activity bitmap
-    B + n I            recent event-id keys
+    B + n Q            recent event-id keys (64-bit)
     B + n (B+id, 3 d)  tickets: id, opened_at, resolved_at, status_at
     B + n (B, d)       trigger memory: key code, time
-Decoding a record of an unknown format version fails loudly rather than guessing.
+    B + n (I, q)       highest offset applied per source topic-partition: source code, offset
+Decoding a record of an unknown format version fails loudly rather than guessing. Format 2
+(before source offsets; 32-bit event-id keys) still loads: its ids cannot be compared with
+64-bit keys and are dropped, and it has no offsets yet (a redelivery that spans the upgrade
+is recognised by neither).
 
 Why binary (docs/performance.md): the state as JSON took about 960 bytes for a typical
 customer, this layout 111-158, which is what the changelog and every worker's memory hold
@@ -26,7 +30,8 @@ from operator import attrgetter
 
 from worker.core.state import KEPT_DAYS, RECENT_IDS, CustomerState, Ticket, build_state
 
-FORMAT = 2
+FORMAT = 3
+FORMATS_READ = (2, 3)
 _TIMES = ("first_seen", "last_seen", "last_activity", "first_activity", "last_login", "first_purchase",
           "last_purchase", "revenue", "last_csat_at", "last_nps_at", "last_bad_support_at")
 _FLAGS = struct.Struct("<BHH")
@@ -59,6 +64,10 @@ def encode_state(state: CustomerState) -> bytes:
     for k, v in memory.items():
         flat += (_CODE[k], v)
     parts.append(_memory_struct(len(memory)).pack(len(memory), *flat))
+    offsets: list[int] = []
+    for source, offset in state.applied.items():
+        offsets += (source, offset)
+    parts.append(_applied_struct(len(state.applied)).pack(len(state.applied), *offsets))
     return b"".join(parts)
 
 
@@ -78,15 +87,21 @@ def _pack_times(times: tuple[float, ...]) -> bytes:
 
 def _middle_struct(n: int) -> struct.Struct:
     """Counts, the activity bitmap and n recent event-id keys, in one layout."""
-    return _MIDDLE[n] if n < len(_MIDDLE) else struct.Struct(f"{_MIDDLE_HEAD}{n}I")
+    return _MIDDLE[n] if n < len(_MIDDLE) else struct.Struct(f"{_MIDDLE_HEAD}{n}Q")
 
 
 def _memory_struct(n: int) -> struct.Struct:
     return _MEMORIES[n] if n < len(_MEMORIES) else struct.Struct("<B" + "Bd" * n)
 
 
-def _ids_struct(n: int) -> struct.Struct:
-    return _IDS[n] if n < len(_IDS) else struct.Struct(f"<{n}I")
+def _ids_struct(n: int, version: int = FORMAT) -> struct.Struct:
+    if version == 2:
+        return struct.Struct(f"<{n}I")
+    return _IDS[n] if n < len(_IDS) else struct.Struct(f"<{n}Q")
+
+
+def _applied_struct(n: int) -> struct.Struct:
+    return _APPLIED[n] if n < len(_APPLIED) else struct.Struct("<B" + "Iq" * n)
 
 
 def _unpack_times(raw: bytes) -> tuple[list[float], int]:
@@ -113,38 +128,28 @@ _TIME_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
 _get_times = attrgetter(*_TIMES)
 # which of the times a set of presence flags holds, in order
 _SLOTS = tuple(tuple(i for i in range(len(_TIMES)) if present >> i & 1) for present in range(1 << len(_TIMES)))
-_IDS = tuple(struct.Struct(f"<{n}I") for n in range(RECENT_IDS + 1))
+_IDS = tuple(struct.Struct(f"<{n}Q") for n in range(RECENT_IDS + 1))
 _BITS = tuple(1 << i for i in range(len(_TIMES)))
 _MIDDLE_HEAD = f"{_COUNTS.format}{_BITMAP_BYTES}sB"
-_MIDDLE = tuple(struct.Struct(f"{_MIDDLE_HEAD}{n}I") for n in range(RECENT_IDS + 1))
+_MIDDLE = tuple(struct.Struct(f"{_MIDDLE_HEAD}{n}Q") for n in range(RECENT_IDS + 1))
+_APPLIED = tuple(struct.Struct("<B" + "Iq" * n) for n in range(9))
 _MEMORIES = tuple(struct.Struct("<B" + "Bd" * n) for n in range(len(MEMORY_KEYS) + 1))
 
 
 def decode_state(raw: bytes) -> CustomerState:
-    if not raw or raw[0] != FORMAT:
-        raise ValueError(f"customer state format {raw[:1]!r} is not {FORMAT}")
+    version = raw[0] if raw else None
+    if version not in FORMATS_READ:
+        raise ValueError(f"customer state format {raw[:1]!r} is not one of {FORMATS_READ}")
     t, pos = _unpack_times(raw)
     logins, orders, last_csat, last_nps, bad_support = _COUNTS.unpack_from(raw, pos)
     pos += _COUNTS.size
     active_days = int.from_bytes(raw[pos:pos + _BITMAP_BYTES], "little")
     pos += _BITMAP_BYTES
-    n = raw[pos]
-    ids = _ids_struct(n)
-    recent_ids = ids.unpack_from(raw, pos + 1)
-    pos += 1 + ids.size
-    tickets: dict[str, Ticket] = {}
-    count, pos = raw[pos], pos + 1
-    for _ in range(count):
-        size = raw[pos]
-        ticket_id = raw[pos + 1:pos + 1 + size].decode()
-        tickets[ticket_id] = Ticket(*_TICKET.unpack_from(raw, pos + 1 + size))
-        pos += 1 + size + _TICKET.size
-    memory = {}
-    count, pos = raw[pos], pos + 1
-    for _ in range(count):
-        code, value = _MEMORY.unpack_from(raw, pos)
-        memory[MEMORY_KEYS[code]] = value
-        pos += _MEMORY.size
+    ids = _ids_struct(raw[pos], version)
+    recent_ids = ids.unpack_from(raw, pos + 1) if version == FORMAT else ()  # format 2: 32-bit keys, dropped
+    tickets, pos = _unpack_tickets(raw, pos + 1 + ids.size)
+    memory, pos = _unpack_memory(raw, pos)
+    applied, pos = _unpack_applied(raw, pos) if version == FORMAT else ({}, pos)
     if pos != len(raw):
         raise ValueError(f"customer state has {len(raw) - pos} trailing bytes")
     first_seen, last_seen, last_activity, first_activity, last_login, first_purchase, last_purchase, revenue, \
@@ -154,4 +159,31 @@ def decode_state(raw: bytes) -> CustomerState:
         last_login=last_login, first_purchase=first_purchase, last_purchase=last_purchase, logins=logins,
         orders=orders, revenue=revenue, active_days=active_days, tickets=tickets, last_csat=last_csat,
         last_csat_at=last_csat_at, last_nps=last_nps, last_nps_at=last_nps_at, bad_support=bad_support,
-        last_bad_support_at=last_bad_support_at, recent_ids=recent_ids, fired=memory)
+        last_bad_support_at=last_bad_support_at, recent_ids=recent_ids, fired=memory, applied=applied)
+
+
+def _unpack_tickets(raw: bytes, pos: int) -> tuple[dict[str, Ticket], int]:
+    tickets: dict[str, Ticket] = {}
+    count, pos = raw[pos], pos + 1
+    for _ in range(count):
+        size = raw[pos]
+        ticket_id = raw[pos + 1:pos + 1 + size].decode()
+        tickets[ticket_id] = Ticket(*_TICKET.unpack_from(raw, pos + 1 + size))
+        pos += 1 + size + _TICKET.size
+    return tickets, pos
+
+
+def _unpack_memory(raw: bytes, pos: int) -> tuple[dict[str, float], int]:
+    memory = {}
+    count, pos = raw[pos], pos + 1
+    for _ in range(count):
+        code, value = _MEMORY.unpack_from(raw, pos)
+        memory[MEMORY_KEYS[code]] = value
+        pos += _MEMORY.size
+    return memory, pos
+
+
+def _unpack_applied(raw: bytes, pos: int) -> tuple[dict[int, int], int]:
+    layout = _applied_struct(raw[pos])
+    flat = layout.unpack_from(raw, pos)
+    return dict(zip(flat[1::2], flat[2::2])), pos + layout.size

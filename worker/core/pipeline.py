@@ -18,7 +18,15 @@ from worker.core.events import Event
 from worker.core.features import FEATURE_NAMES, features
 from worker.core.messages import build_trigger
 from worker.core.policy import Policy
-from worker.core.state import EMPTY, CustomerState, apply_event, is_duplicate, is_late, with_fired
+from worker.core.state import (
+    EMPTY,
+    CustomerState,
+    apply_keyed,
+    event_key,
+    is_late,
+    is_redelivered,
+    with_fired,
+)
 from worker.core.triggers import (
     CHECKED,
     Fire,
@@ -32,12 +40,16 @@ MAX_CATCH_UP = 64  # deadlines one event can close: 3 + open tickets (at most MA
 
 
 class Item(NamedTuple):
-    """One input: a valid event, or a silence tick at `deadline` (event is None)."""
+    """One input: a valid event, or a silence tick at `deadline` (event is None). An event
+    read from Kafka names its record: `source` (worker.core.state.source_code of its
+    topic-partition, the original one for a forwarded event) and `offset`."""
 
     customer_id: str
     event: Event | None = None
     deadline: float = 0.0
     ref: Any = None  # the app's handle on the source message (for dead letters)
+    source: int = 0
+    offset: int = -1  # -1: no record (replays, training): only event ids de-duplicate
 
 
 @dataclass
@@ -121,7 +133,8 @@ def _advance(item: Item, state: CustomerState, ctx: Context, points: list[_Point
     event = item.event
     if event is None:
         return _close_due(item.customer_id, state, item.deadline, ctx, points)
-    if is_duplicate(state, event):
+    key = event_key(event.event_id)
+    if (item.offset >= 0 and is_redelivered(state, item.source, item.offset)) or key in state.recent_ids:
         result.outcomes[(event.type, "duplicate")] += 1
         return state
     if is_late(state, event, ctx.lateness_s):
@@ -130,7 +143,8 @@ def _advance(item: Item, state: CustomerState, ctx: Context, points: list[_Point
         return state
     # silence that ended before this event still counts, decided at its own deadline
     state = _close_due(item.customer_id, state, event.occurred_at, ctx, points)
-    state = apply_event(state, event)
+    state = apply_keyed(state, event, key,
+                        {**state.applied, item.source: item.offset} if item.offset >= 0 else state.applied)
     if event.occurred_at < state.fired.get(CHECKED, 0.0):
         # an event behind the last silence check arrived after the clock had passed it
         # (forwarded through the repartition topic while the watermark moved on, or delayed

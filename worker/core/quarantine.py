@@ -33,7 +33,6 @@ def run_batch(items: list[Item], states: Mapping[str, CustomerState], ctx: Conte
 
 @dataclass
 class OneByOne:
-    stored: dict[str, CustomerState] = field(default_factory=dict)  # the states as they were before
     result: Result = field(default_factory=Result)
     encoded: dict[str, bytes] = field(default_factory=dict)
     failures: list[tuple[Item, Exception]] = field(default_factory=list)
@@ -47,7 +46,7 @@ def run_one_by_one(items: list[Item], raw_state: Callable[[str], bytes | None], 
         cid = item.customer_id
         try:
             if cid not in current and (raw := raw_state(cid)) is not None:
-                out.stored[cid] = current[cid] = decode_state(raw)
+                current[cid] = decode_state(raw)
             one, values = run_batch([item], {cid: current[cid]} if cid in current else {}, ctx)
         except Exception as exc:
             out.failures.append((item, exc))

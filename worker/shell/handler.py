@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from worker.config import Settings
-from worker.core.admission import Forward, Rules, admit
+from worker.core.admission import Forward, Rules, admit, origin_header
 from worker.core.codec import decode_state
 from worker.core.events import InvalidEvent
 from worker.core.messages import dead_letter_headers, encode
@@ -53,6 +53,7 @@ class BatchHandler:
             await asyncio.gather(*pending)
         if changes:
             await asyncio.gather(*await self.write_changelog(changes))
+            self._store(changes)
         now = time.time()
         observe_many(self.metrics.latency, [max(now - msg.timestamp, 0.0) for msg in batch])
         self.metrics.batch_seconds.observe(time.monotonic() - started)
@@ -70,7 +71,8 @@ class BatchHandler:
                 items.append(admitted)
             elif isinstance(admitted, Forward):
                 events.labels(admitted.event_type, "repartitioned").inc()
-                outbox.append(Outgoing(self.settings.repartition_topic, admitted.key, msg.value))
+                outbox.append(Outgoing(self.settings.repartition_topic, admitted.key, msg.value,
+                                       [origin_header(msg)]))
             else:
                 outbox.append(self._dead_letter(admitted, msg))
         return items, outbox
@@ -92,18 +94,27 @@ class BatchHandler:
             log.error("a batch of %d items failed; running it item by item", len(items), exc_info=True)
             one_by_one = run_one_by_one(items, lambda cid: stored.get(keys[cid][0]), ctx)
             await self._quarantine(items, one_by_one.failures, pending)
-            states, result, encoded = one_by_one.stored, one_by_one.result, one_by_one.encoded
+            result, encoded = one_by_one.result, one_by_one.encoded
         self.silence.reschedule(result.deadlines)
         changes: Changes = {}
         for cid, value in encoded.items():
             key, partition = keys[cid]
-            if cid not in states:
-                self.tracked += 1
-            stored[key] = value
             changes.setdefault(partition, []).append((key, value))
         await self._send_outputs(result, pending)
         self._record(result)
         return changes
+
+    def _store(self, changes: Changes) -> None:
+        """The batch's states into the table's store, once the changelog has them: a batch
+        that fails before that leaves the store as it was, so running it again is clean."""
+        store: Any = self.table.data
+        stored = store.data if isinstance(getattr(store, "data", None), dict) else store
+        for records in changes.values():
+            for key, value in records:
+                if key not in stored:
+                    self.tracked += 1
+                stored[key] = value
+        self.metrics.customers.set(self.tracked)
 
     async def _send_outputs(self, result: Result, pending: list) -> None:
         topics, triggers = self.settings.trigger_topics, self.metrics.triggers
@@ -152,5 +163,4 @@ class BatchHandler:
             m.suppressed.labels(kind, "history").inc(n)
         m.batch_size.observe(len(result.scores))
         observe_many(m.risk, result.scores)
-        m.customers.set(self.tracked)
         self.silence.gauge()

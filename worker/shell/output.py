@@ -35,9 +35,10 @@ class OutputProducer:
     `write_changelog` writes one batch's state changes to the table's changelog topic as
     record batches per partition (aiokafka's batch API), instead of one buffered faust
     message per customer: at 100,000 customers that per-message path cost a quarter of the
-    worker. The table's in-memory store is updated directly; faust recovers it from this
-    same compacted changelog topic after a restart or rebalance. The handler awaits these
-    sends before its batch is acked, so state is durable before offsets are committed.
+    worker. The handler updates the table's in-memory store itself, once these writes are
+    acknowledged, and before its batch is acked: state is durable before offsets are
+    committed, and a batch that fails before that leaves the store as it was. faust recovers
+    the store from this same compacted changelog topic after a restart or rebalance.
 
     `send` sends the worker's other messages (triggers, ticks, dead letters, forwarded
     events) one at a time, without faust's per-message machinery in the way.

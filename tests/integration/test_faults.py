@@ -1,0 +1,129 @@
+"""Nothing lost, nothing doubled: the real worker SIGKILLed at random points of a stream and
+restarted, compared with the events produced and with a run where nothing went wrong.
+
+A SIGKILL leaves the offsets of everything consumed since the last commit uncommitted (faust
+commits every few seconds), so the restarted worker gets that span again: states must count
+each record once, and the trigger ids must be the uninterrupted run's (a copy of an id is
+allowed: subscribers de-duplicate on it; a missing or an extra one is a failure).
+
+On the event clock the stream covers months, on the wall clock its last two days (there the
+whole redelivered span lies within the lateness bound, so nothing is refused as late and
+every redelivered record must be recognised; trigger ids depend on wall time, so only the
+counts are compared).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from worker.core.events import Event, parse_event
+from worker.harness.conditions import read_to_end, uncommitted
+from worker.harness.process import POLL_S, WorkerProcess, wait_settled
+from worker.tools.generate import corrupt, generate
+from worker.tools.kafka_io import create_topics, produce
+
+from .conftest import run, topic_env
+
+pytestmark = pytest.mark.integration
+KILLS = 5
+
+
+def expected_counts(messages: list[bytes]) -> dict[str, Counter]:
+    """Per customer, the distinct valid events produced, by type."""
+    seen: dict[str, Event] = {}
+    for raw in messages:
+        parsed = parse_event(raw)
+        if isinstance(parsed, Event):
+            seen[parsed.event_id] = parsed
+    out: dict[str, Counter] = {}
+    for event in seen.values():
+        out.setdefault(event.customer_id, Counter())[event.type] += 1
+    return out
+
+
+def stream(clock: str) -> list[bytes]:
+    """90 days of 120 customers' events; for the wall clock the same stories moved into the
+    last 47 hours (so every event is within the lateness bound of every other)."""
+    events = generate(customers=120, days=90, seed=11, start="2026-01-05T00:00:00+00:00")
+    if clock == "wall":
+        first = datetime.fromisoformat(events[0]["occurred_at"])
+        start, squeeze = datetime.now(UTC) - timedelta(hours=48), timedelta(hours=47) / timedelta(days=90)
+        for e in events:
+            moved = start + (datetime.fromisoformat(e["occurred_at"]) - first) * squeeze
+            e["occurred_at"] = moved.isoformat(timespec="seconds")
+    return corrupt(events, 0.01, seed=3)  # malformed messages and redelivered duplicates
+
+
+def outcome(worker: WorkerProcess, customers: list[str]) -> dict:
+    """Every customer's counts as the worker holds them, and the trigger ids sent."""
+    states = {c: json.loads(worker.get(f"/customers/{c}")[1]) for c in customers}
+    settings = worker.settings
+    triggers = {kind: {json.loads(r.value)["trigger_id"] for r in run(read_to_end(worker.bootstrap, topic))}
+                for kind, topic in settings.trigger_topics.items()}
+    dead = run(read_to_end(worker.bootstrap, settings.dead_letter_topic))
+    return {"counts": {c: (s.get("logins"), s.get("orders")) for c, s in states.items()},
+            "triggers": triggers, "dead_letters": {(r.key, r.value) for r in dead}}
+
+
+def run_once(broker, env: dict, log, customers: list[str]) -> dict:
+    worker = WorkerProcess(broker.bootstrap, env, log).start()
+    try:
+        wait_settled([worker])
+        return outcome(worker, customers)
+    finally:
+        worker.stop()
+
+
+def run_with_kills(broker, env: dict, tmp_path, customers: list[str], rng: random.Random) -> tuple[dict, int]:
+    """SIGKILL the worker KILLS times, each once it has consumed a random number of messages
+    in that life (or committed everything), restarting it each time; then let it finish."""
+    kills = 0
+    for life in range(KILLS):
+        worker = WorkerProcess(broker.bootstrap, env, tmp_path / f"life-{life}.log").start()
+        target = rng.randint(200, 2500)
+        while worker.consumed() < target and left_to_commit(worker):
+            time.sleep(POLL_S)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        kills += 1
+    return run_once(broker, env, tmp_path / "last.log", customers), kills
+
+
+def left_to_commit(worker: WorkerProcess) -> bool:
+    s = worker.settings
+    return bool(run(uncommitted(worker.bootstrap, s.app_id, [*s.input_topics, s.repartition_topic])))
+
+
+@pytest.mark.parametrize("clock", ["event", "wall"])
+def test_sigkilled_worker_counts_every_event_once_and_loses_no_trigger(broker, tmp_path, clock):
+    messages = stream(clock)
+    expected = expected_counts(messages)
+    customers = sorted(expected)
+    inputs = topic_env(f"faults-{clock}")["CHURN_INPUT_TOPICS"]
+    run(create_topics(broker.bootstrap, [inputs], 4))
+    run(produce(broker.bootstrap, inputs, messages))
+
+    def env(tag: str) -> dict:
+        return {**topic_env(f"faults-{clock}-{tag}"), "CHURN_INPUT_TOPICS": inputs, "CHURN_CLOCK": clock}
+
+    clean = run_once(broker, env("clean"), tmp_path / "clean.log", customers)
+    chaos, kills = run_with_kills(broker, env("chaos"), tmp_path, customers, random.Random(clock))
+
+    produced = {c: (n["login"], n["purchase"]) for c, n in expected.items()}
+    assert clean["counts"] == produced  # the run where nothing went wrong is exact
+    wrong = {c: (chaos["counts"][c], want) for c, want in produced.items() if chaos["counts"][c] != want}
+    assert kills == KILLS
+    assert not wrong, f"{len(wrong)} customers miscounted (held, produced): {list(wrong.items())[:5]}"
+    assert chaos["dead_letters"] == clean["dead_letters"] and len(clean["dead_letters"]) >= 10
+    if clock == "event":
+        for kind, ids in clean["triggers"].items():
+            assert chaos["triggers"][kind] == ids, (kind, sorted(ids - chaos["triggers"][kind])[:3],
+                                                     sorted(chaos["triggers"][kind] - ids)[:3])
+        assert sum(len(ids) for ids in clean["triggers"].values()) >= 20
