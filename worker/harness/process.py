@@ -52,6 +52,7 @@ class WorkerProcess:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.ready_at = 0.0  # time.perf_counter() when /ready was first seen to answer 200
+        self.unready_at = 0.0  # ... and when it was last seen not to: the worker became ready in between
 
     def start(self, timeout: float = 180.0) -> WorkerProcess:
         with open(self.log_path, "ab") as log:
@@ -62,9 +63,11 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise ChurnWorkerError(f"the worker exited with code {self.process.returncode}; "
                                        f"see {self.log_path}:\n{self.log_tail()}")
+            polled = time.perf_counter()
             if self.get("/ready")[0] == 200:
                 self.ready_at = time.perf_counter()
                 return self
+            self.unready_at = polled
             time.sleep(POLL_S)
         raise ChurnWorkerError(f"the worker was not ready within {timeout:.0f} s; see {self.log_path}")
 
