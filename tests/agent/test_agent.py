@@ -74,8 +74,16 @@ class Feed:
     def __init__(self, churn: ChurnApp) -> None:
         self.churn = churn
         self.offsets: dict[TP, int] = {}
+        self.acked: list = []  # messages the fetch loop acked, in order
         consumer = churn.app.consumer
         consumer.highwater = lambda tp: self.offsets.get(tp, 0)
+        real_ack = consumer.ack
+
+        def ack(message):
+            self.acked.append(message)
+            return real_ack(message)
+
+        consumer.ack = ack
         churn.app.flow_control.resume()
 
     def keyed(self, value: bytes, customer: str, headers=()) -> ConsumerRecord:
@@ -408,7 +416,7 @@ def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypat
         run(feed.deliver(*records))
     assert exits == [app_module.EXIT_BATCH_FAILED] == [70]
     assert sink.on(app.settings.dead_letter_topic) == []  # nothing quarantined: it is redelivered
-    assert app.app.consumer._n_acked == 0  # nothing acked, so nothing committed
+    assert feed.acked == []  # nothing acked, so nothing committed
 
 
 def test_the_first_assignment_moves_the_startup_heap_out_of_the_collectors_reach(churn, monkeypatch):
@@ -514,3 +522,35 @@ def test_a_batch_whose_state_write_fails_leaves_the_store_as_it_was(churn):
 
     run(scenario())
     assert decode_state(app.table[b"w"]).orders == 3 and app.handler.tracked == 1
+
+
+def test_a_batch_failing_outside_the_pipeline_is_narrowed_down_not_crash_looped(churn, monkeypatch, caplog):
+    """A failure after the pipeline (here: encoding one customer's trigger) used to stop the
+    worker, and the restarted worker failed on the same batch again. The batch is now run
+    again in parts: the message that fails alone is dead-lettered, the rest applied."""
+    import worker.shell.handler as handler_module
+
+    real_encode = handler_module.encode
+
+    def encode_or_fail(payload):
+        if payload.get("customer_id") == "n-bad":
+            raise ValueError("simulated bug in trigger encoding")
+        return real_encode(payload)
+
+    monkeypatch.setattr(handler_module, "encode", encode_or_fail)
+    app, sink, feed = churn
+    rated = {"ticket_id": "t", "action": "resolved", "csat": 1}
+    records = [feed.keyed(event(600, "login", "n-1", 1), "n-1"),
+               feed.keyed(event(601, "support", "n-bad", 1, **rated), "n-bad"),
+               feed.keyed(event(602, "support", "n-2", 1, **rated), "n-2"),
+               feed.keyed(event(603, "login", "n-3", 1), "n-3")]
+    run(feed.deliver(*records))
+    (_, key, value, headers), = sink.on(app.settings.dead_letter_topic)
+    assert key == b"n-bad" and json.loads(value)["event_id"] == "a-601"
+    assert dict(headers)["dlq.reason"] == b"processing_failed" and b"simulated bug" in dict(headers)["dlq.detail"]
+    assert app.table.get(b"n-bad") is None  # its state was never stored
+    assert [decode_state(app.table[k]).activities + decode_state(app.table[k]).last_csat
+            for k in (b"n-1", b"n-2", b"n-3")] == [1, 1, 1]
+    assert [json.loads(v)["customer_id"] for _, _, v, _ in sink.on(app.settings.service_recovery_topic)] == ["n-2"]
+    assert app.metrics.registry.get_sample_value("churn_batches_narrowed_total") == 1
+    assert sorted((m.partition, m.offset) for m in feed.acked) == sorted((r.partition, r.offset) for r in records)

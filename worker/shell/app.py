@@ -30,6 +30,7 @@ from worker.shell.batching import BatchApp
 from worker.shell.handler import BatchHandler
 from worker.shell.http import add_routes
 from worker.shell.metrics import Metrics
+from worker.shell.narrowing import handle_narrowing
 from worker.shell.output import ChangelogSink, Headers, OutputProducer, Sink
 from worker.shell.silence import Silence
 from worker.shell.topology import TABLE
@@ -99,7 +100,7 @@ class ChurnApp:
 
     async def handle_or_exit(self, batch: list[Any]) -> None:
         try:
-            await self.handler.handle(batch)
+            await handle_narrowing(self.handler, batch)
         except Exception:
             # faust acks a batch whose handler raised, and a restarted worker would skip it.
             # Exit without committing instead: the batch is redelivered after restart

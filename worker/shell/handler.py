@@ -25,6 +25,7 @@ from worker.core.messages import dead_letter_headers, encode
 from worker.core.pipeline import Context, Item, Model, Result
 from worker.core.policy import Policy
 from worker.core.quarantine import run_batch, run_one_by_one, worker_at_fault
+from worker.errors import WorkerAtFault
 from worker.shell.metrics import Metrics, observe_many
 from worker.shell.output import ChangelogSink, Outgoing, Sink
 from worker.shell.silence import DueCheck, Silence
@@ -46,14 +47,18 @@ class BatchHandler:
         """One batch of faust messages (topic, partition, offset, key, value, headers, timestamp)."""
         started, wall = time.monotonic(), time.time()
         items, outbox = self._admit(batch, wall)
-        items += self.silence.due_checks()
-        pending = [await self.send(*out) for out in outbox]
-        changes: Changes = await self._process(items, wall, pending) if items else {}
-        if pending:
-            await asyncio.gather(*pending)
-        if changes:
-            await asyncio.gather(*await self.write_changelog(changes))
-            self._store(changes)
+        due = self.silence.due_checks()
+        try:
+            pending = [await self.send(*out) for out in outbox]
+            changes: Changes = await self._process(items + due, wall, pending) if items or due else {}
+            if pending:
+                await asyncio.gather(*pending)
+            if changes:
+                await asyncio.gather(*await self.write_changelog(changes))
+                self._store(changes)
+        except BaseException:
+            self.silence.rearm(due)  # taken from the index for this batch: checked again by the next
+            raise
         now = time.time()
         observe_many(self.metrics.latency, [max(now - msg.timestamp, 0.0) for msg in batch])
         self.metrics.batch_seconds.observe(time.monotonic() - started)
@@ -74,7 +79,7 @@ class BatchHandler:
                 outbox.append(Outgoing(self.settings.repartition_topic, admitted.key, msg.value,
                                        [origin_header(msg)]))
             else:
-                outbox.append(self._dead_letter(admitted, msg))
+                outbox.append(self.dead_letter(admitted, msg))
         return items, outbox
 
     async def _process(self, items: list[Item], wall: float, pending: list) -> Changes:
@@ -125,13 +130,13 @@ class BatchHandler:
         for item in result.late:
             bad = InvalidEvent("late", f"older than the customer's newest event by more than "
                                        f"{self.settings.lateness_s:.0f} s", item.ref.value, item.customer_id)
-            pending.append(await self.send(*self._dead_letter(bad, item.ref)))
+            pending.append(await self.send(*self.dead_letter(bad, item.ref)))
 
     async def _quarantine(self, items: list[Item], failures: list[tuple[Item, Exception]], pending: list) -> None:
         """Dead-letter the items that failed one by one (`processing_failed`), unless most of
         a sizeable batch failed: then the fault is the worker's, and this raises."""
         if worker_at_fault(len(failures), len(items)):
-            raise RuntimeError(f"{len(failures)} of {len(items)} items failed one by one") from failures[0][1]
+            raise WorkerAtFault(f"{len(failures)} of {len(items)} items failed one by one") from failures[0][1]
         for item, error in failures:
             if isinstance(item.ref, DueCheck):  # no message to dead-letter: its next event re-arms it
                 log.error("a silence check failed and is dropped (customer's partition %d)", item.ref.partition,
@@ -140,9 +145,9 @@ class BatchHandler:
             log.error("dead-lettering an item the worker failed on: %s", item.ref, exc_info=error)
             bad = InvalidEvent("processing_failed", f"{type(error).__name__}: {error}"[:500], item.ref.value,
                                item.customer_id)
-            pending.append(await self.send(*self._dead_letter(bad, item.ref)))
+            pending.append(await self.send(*self.dead_letter(bad, item.ref)))
 
-    def _dead_letter(self, bad: InvalidEvent, msg: Any) -> Outgoing:
+    def dead_letter(self, bad: InvalidEvent, msg: Any) -> Outgoing:
         """Count and log a refused message; return the dead letter to send."""
         self.metrics.dead_letters.labels(bad.reason).inc()
         if bad.reason != "late":  # late events are counted under their own type and outcome

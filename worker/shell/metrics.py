@@ -52,6 +52,10 @@ class Metrics:
         self.silence_checks = Counter("churn_silence_checks_total",
                                       "Due silence deadlines taken from the index: into a batch, or sent "
                                       "by the timer as ticks", ["path"], registry=r)
+        self.narrowed = Counter("churn_batches_narrowed_total",
+                                "Batches that failed outside the pipeline and were run again in parts to find "
+                                "the messages that fail (those are dead-lettered as processing_failed)",
+                                registry=r)
         self.state_quarantined = Counter("churn_state_records_quarantined_total",
                                          "Recovered customer states that could not be read (left out of the "
                                          "deadline index; that customer's events are dead-lettered)", registry=r)

@@ -85,6 +85,12 @@ class Silence:
         self.metrics.silence_checks.labels("batch").inc(len(items))
         return items
 
+    def rearm(self, checks: list[Item]) -> None:
+        """Due checks a failed batch took: due again now (a check that finds nothing due
+        decides nothing)."""
+        for item in checks:
+            self.index.set(item.customer_id.encode(), item.deadline)
+
     def reschedule(self, deadlines: dict[str, float | None]) -> None:
         """The customers a batch decided: their next deadlines (set even if unchanged: a
         due check popped it)."""
