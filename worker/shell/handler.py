@@ -87,9 +87,7 @@ class BatchHandler:
         s = self.settings
         # an item's message sits on its customer's partition (admitted above, or a tick sent there)
         keys = {i.customer_id: (i.customer_id.encode(), i.ref.partition) for i in items}
-        store: Any = self.table.data
-        # the memory store's own dict: its Mapping methods cost a call each on every key
-        stored = store.data if isinstance(getattr(store, "data", None), dict) else store
+        stored = self._stored()
         ctx = Context(self.model, self.policy, s.lateness_s, emitted_at=wall,
                       event_clock=s.clock == "event", emit_max_age_s=s.emit_max_age_s)
         try:
@@ -109,11 +107,16 @@ class BatchHandler:
         self._record(result)
         return changes
 
+    def _stored(self) -> Any:
+        """The table's store; for the memory store its own dict (its Mapping methods cost a
+        call each on every key)."""
+        store: Any = self.table.data
+        return store.data if isinstance(getattr(store, "data", None), dict) else store
+
     def _store(self, changes: Changes) -> None:
         """The batch's states into the table's store, once the changelog has them: a batch
         that fails before that leaves the store as it was, so running it again is clean."""
-        store: Any = self.table.data
-        stored = store.data if isinstance(getattr(store, "data", None), dict) else store
+        stored = self._stored()
         for records in changes.values():
             for key, value in records:
                 if key not in stored:
