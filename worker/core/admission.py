@@ -81,20 +81,10 @@ def _origin(msg: Any, rules: Rules) -> tuple[int, int]:
     if msg.topic not in rules.input_topics and (raw := header(msg, ORIGIN_HEADER)) is not None:
         try:
             partition, offset, topic = raw.decode().split(":", 2)
-            return _source(topic, int(partition)), int(offset)
+            return source_code(topic, int(partition)), int(offset)
         except (ValueError, UnicodeDecodeError):
             pass  # not written by this worker: the copy's own record names it
-    return _source(msg.topic, msg.partition), msg.offset
-
-
-_SOURCES: dict[tuple[str, int], int] = {}
-
-
-def _source(topic: str, partition: int) -> int:
-    code = _SOURCES.get((topic, partition))
-    if code is None:
-        code = _SOURCES[(topic, partition)] = source_code(topic, partition)
-    return code
+    return source_code(msg.topic, msg.partition), msg.offset
 
 
 def tick_value(deadline: float) -> bytes:

@@ -88,10 +88,6 @@ def is_redelivered(state: CustomerState, source: int, offset: int) -> bool:
     return state.applied.get(source, -1) >= offset
 
 
-def is_duplicate(state: CustomerState, event: Event) -> bool:
-    return event_key(event.event_id) in state.recent_ids
-
-
 def is_late(state: CustomerState, event: Event, lateness_s: float) -> bool:
     """Older than the customer's newest event by more than the lateness bound."""
     return state.last_seen > 0 and event.occurred_at < state.last_seen - lateness_s

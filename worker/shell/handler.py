@@ -146,9 +146,13 @@ class BatchHandler:
                           exc_info=error)
                 continue
             log.error("dead-lettering an item the worker failed on: %s", item.ref, exc_info=error)
-            bad = InvalidEvent("processing_failed", f"{type(error).__name__}: {error}"[:500], item.ref.value,
-                               item.customer_id)
-            pending.append(await self.send(*self.dead_letter(bad, item.ref)))
+            pending.append(await self.send(*self.failed_on(item.ref, error, item.customer_id)))
+
+    def failed_on(self, msg: Any, error: BaseException, customer_id: str | None = None) -> Outgoing:
+        """The dead letter of a valid message the worker's own code failed on."""
+        bad = InvalidEvent("processing_failed", f"{type(error).__name__}: {error}"[:500], msg.value or b"",
+                           customer_id)
+        return self.dead_letter(bad, msg)
 
     def dead_letter(self, bad: InvalidEvent, msg: Any) -> Outgoing:
         """Count and log a refused message; return the dead letter to send."""

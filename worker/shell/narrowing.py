@@ -25,7 +25,6 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from worker.core.events import InvalidEvent
 from worker.core.quarantine import worker_at_fault
 from worker.errors import WorkerAtFault
 from worker.shell.handler import BatchHandler
@@ -69,5 +68,4 @@ async def _narrow(handler: BatchHandler, batch: list[Any], error: Exception) -> 
 async def _give_up(handler: BatchHandler, msg: Any, error: Exception) -> None:
     log.error("dead-lettering a message the worker fails on: %s[%d]@%d", msg.topic, msg.partition, msg.offset,
               exc_info=error)
-    bad = InvalidEvent("processing_failed", f"{type(error).__name__}: {error}"[:500], msg.value or b"", None)
-    await (await handler.send(*handler.dead_letter(bad, msg)))
+    await (await handler.send(*handler.failed_on(msg, error)))
