@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit demo model bench broker lint typecheck clean
+.PHONY: help install test test-unit chaos demo model bench broker lint typecheck clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ install: $(STAMP)  ## create .venv and install the worker with its dev extra
 
 test: lint typecheck  ## lint, typecheck, then the whole suite (unit, agent, integration on the embedded broker)
 	$(BIN)/python -m pytest -q
+
+chaos: install  ## the SIGKILL fault suite at full scale: ~50,000 events, 10% unkeyed, both clocks
+	CHURN_FAULTS_FULL=1 $(BIN)/python -m pytest -q tests/integration/test_faults.py
 
 test-unit: install  ## run only the fast pure tests
 	$(BIN)/python -m pytest -q tests/unit

@@ -46,7 +46,11 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.1, gt=0, le=60, description="stream mode: how long a batch may wait to fill")
     max_event_bytes: int = Field(65_536, ge=256)
     timer_interval_s: float = Field(1.0, gt=0, le=3600)
-    lateness_s: float = Field(3 * 86400, ge=0, description="out-of-order tolerance per customer")
+    lateness_s: float = Field(
+        3 * 86400, ge=0, description="events older than the event-time watermark by more than this are late")
+    idle_source_s: float = Field(
+        10.0, gt=0, le=3600, description="a source partition that delivers no event for this long stops "
+                                         "holding the event-time watermark back")
     max_future_s: float = Field(
         300, ge=0, description="events further ahead of the wall clock are dead-lettered (either clock)")
     emit_max_age_s: float = Field(

@@ -298,7 +298,8 @@ def test_the_timer_sends_a_tick_per_due_deadline_only_when_no_batch_took_them(ch
 
     async def scenario():
         await feed.deliver(*[feed.keyed(event(90 + i, "login", "c7", 1 + i), "c7") for i in range(5)])
-        app.silence.partition_time = dict.fromkeys(range(4), now)  # every partition at day 100, no batch since
+        for p in range(4):  # every partition at day 100, no batch since
+            app.silence.saw(app.settings.input_topics[0], p, now)
         await app.silence.tick()  # a batch ran since the last tick: it leaves the due deadlines to batches
         assert sink.on(app.settings.repartition_topic) == []
         deadlines = []
@@ -336,17 +337,17 @@ def test_an_event_the_worker_fails_on_is_dead_lettered_and_the_rest_of_the_batch
     the worker on every restart: it goes to the dead-letter topic, the others are applied."""
     import worker.core.pipeline as pipeline
 
-    real_apply = pipeline.apply_keyed
+    real_apply = pipeline.fold
 
     def apply_or_fail(state, ev, *args):
         if ev.customer_id == "poison":
             raise ZeroDivisionError("simulated bug")
         return real_apply(state, ev, *args)
 
-    monkeypatch.setattr(pipeline, "apply_keyed", apply_or_fail)
+    monkeypatch.setattr(pipeline, "fold", apply_or_fail)
     app, sink, feed = churn
     run(feed.deliver(feed.keyed(event(30, "login", "c6", 1), "c6"),
-                     feed.keyed(event(31, "login", "poison", 1), "poison"),
+                     feed.keyed(event(31, "login", "poison", 2), "poison"),
                      feed.keyed(event(32, "support", "c6", 2, ticket_id="t", action="resolved", csat=1), "c6")))
     (_, key, value, headers), = sink.on(app.settings.dead_letter_topic)
     assert key == b"poison" and json.loads(value)["event_id"] == "a-31"
@@ -368,10 +369,10 @@ def test_a_silence_check_the_worker_fails_on_is_dropped_and_the_batch_is_applied
 
     real_advance = pipeline._advance
 
-    def advance_or_fail(item, state, ctx, points, result):
+    def advance_or_fail(item, state, ctx, result):
         if item.event is None and item.customer_id == "c4":
             raise ZeroDivisionError("simulated bug")
-        return real_advance(item, state, ctx, points, result)
+        return real_advance(item, state, ctx, result)
 
     monkeypatch.setattr(pipeline, "_advance", advance_or_fail)
     app, sink, feed = churn
@@ -406,7 +407,7 @@ def test_a_batch_failing_in_most_items_stops_the_worker_instead(churn, monkeypat
         exits.append(code)
         raise Exited  # os._exit does not return
 
-    monkeypatch.setattr(pipeline, "apply_keyed", always_fail)
+    monkeypatch.setattr(pipeline, "fold", always_fail)
     exits: list[int] = []
     monkeypatch.setattr(app_module.os, "_exit", exit_)
     monkeypatch.setattr(app_module.logging, "shutdown", lambda: None)  # pytest's own handlers stay open
@@ -431,7 +432,7 @@ def test_the_first_assignment_moves_the_startup_heap_out_of_the_collectors_reach
         assert frozen > 0 and app.assigned_once
         later = [[] for _ in range(1000)]  # noqa: F841  objects made after start-up stay collectable
         run(app.on_rebalance_complete())
-        assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() <= frozen  # not frozen again (frozen objects may be freed)
     finally:
         gc.unfreeze()
 
@@ -473,7 +474,10 @@ def test_a_recovered_state_that_cannot_be_read_is_left_out_and_the_worker_starts
     assert app.table.data[b"broken"] == future_format  # not overwritten
     (_, key, _, headers), = sink.on(app.settings.dead_letter_topic)
     assert key == b"broken" and dict(headers)["dlq.reason"] == b"processing_failed"
-    assert decode_state(app.table[b"good"]).logins == 2
+    good = decode_state(app.table[b"good"])
+    # counted in; after the rebalance the new sources have not all delivered, so the watermark
+    # has not passed day 2 yet and the second login waits in the state to be folded
+    assert good.logins + len(good.pending) == 2
 
 
 def test_a_forwarded_event_forwarded_again_after_a_crash_is_recognised_by_its_origin(churn):
@@ -498,6 +502,20 @@ def test_a_forwarded_event_forwarded_again_after_a_crash_is_recognised_by_its_or
     run(scenario())
     assert decode_state(app.table[b"fw"]).orders == 1
     assert consumed(app, "purchase", "applied") == 1 and consumed(app, "purchase", "duplicate") == 2
+
+
+def test_an_event_whose_state_another_worker_holds_is_sent_on_not_written(churn):
+    """Ownership: the handler never writes a customer whose table partition it does not hold.
+    Were an input partition assigned without its table partition (topics not co-partitioned),
+    its events go to the holder through the repartition topic instead."""
+    app, sink, feed = churn
+    part = partition_of(b"own", 4)
+    app.silence.held = set(range(4)) - {part}
+    run(feed.deliver(feed.keyed(event(450, "login", "own", 1), "own")))
+    assert app.table.get(b"own") is None
+    (topic, key, _, headers), = sink.on(app.settings.repartition_topic)
+    assert key == b"own" and headers[0][0] == "churn.origin"
+    assert consumed(app, "login", "repartitioned") == 1 and consumed(app, "login", "applied") == 0
 
 
 def test_a_batch_whose_state_write_fails_leaves_the_store_as_it_was(churn):

@@ -31,6 +31,7 @@ def topic_env(prefix: str) -> dict[str, str]:
         "CHURN_FOLLOW_UP_TOPIC": f"{tag}-follow-up", "CHURN_WIN_BACK_TOPIC": f"{tag}-win-back",
         "CHURN_SERVICE_RECOVERY_TOPIC": f"{tag}-service-recovery", "CHURN_CLOCK": "event",
         "CHURN_SESSION_TIMEOUT_S": "6", "CHURN_REBALANCE_TIMEOUT_S": "6", "CHURN_TIMER_INTERVAL_S": "0.2",
+        "CHURN_IDLE_SOURCE_S": "3",
     }
 
 

@@ -6,6 +6,10 @@ commits every few seconds), so the restarted worker gets that span again: states
 each record once, and the trigger ids must be the uninterrupted run's (a copy of an id is
 allowed: subscribers de-duplicate on it; a missing or an extra one is a failure).
 
+The killed worker reads a stream with 10% of its events sent without a key (each takes the
+hop through the repartition topic, arriving after its customer's keyed events), the
+uninterrupted one the same stream all keyed: event time must make the two agree.
+
 On the event clock the stream covers months, on the wall clock its last two days (there the
 whole redelivered span lies within the lateness bound, so nothing is refused as late and
 every redelivered record must be recognised; trigger ids depend on wall time, so only the
@@ -33,6 +37,11 @@ from .conftest import run, topic_env
 
 pytestmark = pytest.mark.integration
 KILLS = 5
+UNKEYED = 0.1
+# `make chaos` (CHURN_FAULTS_FULL=1): about 50,000 events of 720 customers over 240 days; in
+# `make test` a smaller stream of the same kind
+FULL = os.environ.get("CHURN_FAULTS_FULL") == "1"
+CUSTOMERS, DAYS, KILL_AFTER = (720, 240, (2000, 12000)) if FULL else (120, 90, (200, 2500))
 
 
 def expected_counts(messages: list[bytes]) -> dict[str, Counter]:
@@ -49,12 +58,12 @@ def expected_counts(messages: list[bytes]) -> dict[str, Counter]:
 
 
 def stream(clock: str) -> list[bytes]:
-    """90 days of 120 customers' events; for the wall clock the same stories moved into the
-    last 47 hours (so every event is within the lateness bound of every other)."""
-    events = generate(customers=120, days=90, seed=11, start="2026-01-05T00:00:00+00:00")
+    """DAYS days of CUSTOMERS customers' events; for the wall clock the same stories moved into
+    the last 47 hours (so every event is within the lateness bound of every other)."""
+    events = generate(customers=CUSTOMERS, days=DAYS, seed=11, start="2026-01-05T00:00:00+00:00")
     if clock == "wall":
         first = datetime.fromisoformat(events[0]["occurred_at"])
-        start, squeeze = datetime.now(UTC) - timedelta(hours=48), timedelta(hours=47) / timedelta(days=90)
+        start, squeeze = datetime.now(UTC) - timedelta(hours=48), timedelta(hours=47) / timedelta(days=DAYS)
         for e in events:
             moved = start + (datetime.fromisoformat(e["occurred_at"]) - first) * squeeze
             e["occurred_at"] = moved.isoformat(timespec="seconds")
@@ -68,8 +77,8 @@ def outcome(workers: list[WorkerProcess], customers: list[str]) -> dict:
     triggers = {kind: {json.loads(r.value)["trigger_id"] for r in run(read_to_end(worker.bootstrap, topic))}
                 for kind, topic in settings.trigger_topics.items()}
     dead = run(read_to_end(worker.bootstrap, settings.dead_letter_topic))
-    return {"counts": {c: (s.get("logins"), s.get("orders")) for c, s in states.items()},
-            "triggers": triggers, "dead_letters": {(r.key, r.value) for r in dead}}
+    return {"counts": {c: (s.get("logins"), s.get("orders"), s.get("events_waiting")) for c, s in states.items()},
+            "triggers": triggers, "dead_letters": {(r.value, dict(r.headers)["dlq.reason"]) for r in dead}}
 
 
 def owned(workers: list[WorkerProcess], customer: str) -> dict:
@@ -96,7 +105,7 @@ def run_with_kills(broker, env: dict, tmp_path, customers: list[str], rng: rando
     kills = 0
     for life in range(KILLS):
         worker = WorkerProcess(broker.bootstrap, env, tmp_path / f"life-{life}.log").start()
-        target = rng.randint(200, 2500)
+        target = rng.randint(*KILL_AFTER)
         while worker.consumed() < target and left_to_commit(worker):
             time.sleep(POLL_S)
         os.kill(worker.pid, signal.SIGKILL)
@@ -115,17 +124,18 @@ def test_sigkilled_worker_counts_every_event_once_and_loses_no_trigger(broker, t
     messages = stream(clock)
     expected = expected_counts(messages)
     customers = sorted(expected)
-    inputs = topic_env(f"faults-{clock}")["CHURN_INPUT_TOPICS"]
-    run(create_topics(broker.bootstrap, [inputs], 4))
-    run(produce(broker.bootstrap, inputs, messages))
+    keyed, mixed = (topic_env(f"faults-{clock}-{tag}")["CHURN_INPUT_TOPICS"] for tag in ("keyed", "mixed"))
+    run(create_topics(broker.bootstrap, [keyed, mixed], 4))
+    run(produce(broker.bootstrap, keyed, messages))
+    run(produce(broker.bootstrap, mixed, messages, unkeyed_share=UNKEYED, seed=7))
 
-    def env(tag: str) -> dict:
+    def env(tag: str, inputs: str) -> dict:
         return {**topic_env(f"faults-{clock}-{tag}"), "CHURN_INPUT_TOPICS": inputs, "CHURN_CLOCK": clock}
 
-    clean = run_once(broker, env("clean"), tmp_path / "clean.log", customers)
-    chaos, kills = run_with_kills(broker, env("chaos"), tmp_path, customers, random.Random(clock))
+    clean = run_once(broker, env("clean", keyed), tmp_path / "clean.log", customers)
+    chaos, kills = run_with_kills(broker, env("chaos", mixed), tmp_path, customers, random.Random(clock))
 
-    produced = {c: (n["login"], n["purchase"]) for c, n in expected.items()}
+    produced = {c: (n["login"], n["purchase"], 0) for c, n in expected.items()}
     assert clean["counts"] == produced  # the run where nothing went wrong is exact
     wrong = {c: (chaos["counts"][c], want) for c, want in produced.items() if chaos["counts"][c] != want}
     assert kills == KILLS

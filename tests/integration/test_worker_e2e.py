@@ -28,7 +28,7 @@ T0 = 1767571200.0  # START as epoch seconds
 QUIET = "c-quiet"       # buys daily for 10 days, then never again
 GRUMPY = "c-grumpy"     # rates support 1/5
 WAITING = "c-waiting"   # opens a ticket nobody resolves
-LATECOMER = "c-late"    # an event 19 days older than its newest: beyond the 3-day lateness
+LATECOMER = "c-late"    # an event sent after the whole stream, 19 days behind its newest: late
 RESTARTED = "c-restart"  # buys daily until day 88; lapses only after the first worker has stopped
 
 MALFORMED = [
@@ -60,6 +60,10 @@ def crafted_unkeyed() -> list[dict]:
     return out + [ev(200, "login", WAITING, 5), ev(201, "support", WAITING, 7, ticket_id="t9", action="opened")]
 
 
+def unkeyed_from() -> str:
+    return min(e["occurred_at"] for e in crafted_unkeyed())
+
+
 @pytest.fixture(scope="module")
 def env():
     return topic_env("e2e")
@@ -71,7 +75,10 @@ def stream(broker, env, tmp_path_factory):
     settings = load_settings(**{k[6:].lower(): v for k, v in env.items() if k != "CHURN_CLOCK"})
     background = generate(customers=300, days=90, seed=11, start=START)
     special = crafted_keyed() + crafted_unkeyed()
-    keyed = [json.dumps(e).encode() for e in background + crafted_keyed()]
+    # the crafted customers' events in time order among the others, but the latecomer's last:
+    # sent after the whole stream, days behind the watermark
+    in_time = sorted(background + crafted_keyed()[:-1], key=lambda e: e["occurred_at"])
+    keyed = [json.dumps(e).encode() for e in [*in_time, crafted_keyed()[-1]]]
     middle = len(keyed) // 2
     keyed.insert(middle + 5, keyed[middle])  # a redelivery, a few messages after the original
     unkeyed = [json.dumps(e).encode() for e in crafted_unkeyed()] + MALFORMED
@@ -81,8 +88,12 @@ def stream(broker, env, tmp_path_factory):
     run(create_topics(broker.bootstrap, topics, settings.topic_partitions))
     worker.start()
     try:
+        # in time order, as a live stream: the unkeyed events (days 5 to 7) after the keyed
+        # ones before them (sent first, they would move event time days ahead of the rest)
+        split = next(i for i, raw in enumerate(keyed) if json.loads(raw)["occurred_at"] >= unkeyed_from())
+        run(produce(broker.bootstrap, settings.input_topics[0], keyed[:split]))
         run(produce(broker.bootstrap, settings.input_topics[0], unkeyed, keyed=False))
-        run(produce(broker.bootstrap, settings.input_topics[0], keyed))
+        run(produce(broker.bootstrap, settings.input_topics[0], keyed[split:]))
         samples = worker.wait_consumed(len(keyed) + len(unkeyed))
         out = {kind: run(read_to_end(broker.bootstrap, t)) for kind, t in settings.trigger_topics.items()}
         out["dead_letter"] = run(read_to_end(broker.bootstrap, settings.dead_letter_topic))
@@ -136,13 +147,13 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_topic_with_reason_and
     dead = stream["out"]["dead_letter"]
     source = {(r.partition, r.offset): r.value
               for r in run(read_to_end(broker.bootstrap, stream["settings"].input_topics[0]))}
-    too_late = json.dumps(crafted_keyed()[-1]).encode()
-    assert sorted(r.value for r in dead) == sorted([*MALFORMED, too_late])
+    too_late = [json.dumps(crafted_keyed()[-1]).encode()]
+    assert sorted(r.value for r in dead) == sorted([*MALFORMED, *too_late])
     for record in dead:
         headers = dict(record.headers)
         assert headers["dlq.reason"].decode() in {"bad_json", "unknown_event_type", "bad_field_type",
                                                    "bad_timestamp", "not_utf8", "late"}
-        assert (headers["dlq.reason"] == b"late") == (record.value == too_late)
+        assert (headers["dlq.reason"] == b"late") == (record.value in too_late)
         assert headers["dlq.source.topic"] == stream["settings"].input_topics[0].encode()
         # the headers lead back to the very message that was refused
         where = (int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"]))

@@ -40,7 +40,7 @@ def test_an_event_elsewhere_is_forwarded_to_its_customers_partition():
     unkeyed = Message("customer-events", 0, None, value)
     other_partition = Message("customer-events", (partition_of(b"c-1", 4) + 1) % 4, b"c-1", value)
     for msg in (unkeyed, other_partition):
-        assert admit(msg, RULES, wall=at(2)) == Forward(b"c-1", "purchase")
+        assert admit(msg, RULES, wall=at(2)) == Forward(b"c-1", "purchase", at(1))
 
 
 def test_a_message_that_is_not_an_event_is_a_dead_letter():
@@ -68,3 +68,26 @@ def test_a_tick_header_on_an_input_topic_or_a_tick_that_does_not_parse_is_read_a
     garbled = Message(REPARTITION, 0, b"c-1", b"not json", [(KIND_HEADER, TICK)])
     for msg in (forged, garbled):
         assert isinstance(admit(msg, RULES, wall=at(2)), InvalidEvent)
+
+
+def test_an_unkeyed_event_from_its_customers_own_partition_is_not_taken_for_a_redelivery(policy):
+    """An unkeyed event read from its customer's own input partition at offset 8 is forwarded;
+    its copy arrives behind a keyed event of the same partition at offset 10. The copies keep
+    offsets of their own, so the copy is applied, not taken for a record already applied."""
+    from worker.core.admission import origin_header
+    from worker.core.pipeline import Context, process
+
+    from .fakes import SilenceModel
+
+    home = partition_of(b"c-1", 4)
+    unkeyed = Message("customer-events", home, None, encode(wire("login", "c-1", at(1))), [], 8)
+    assert isinstance(admit(unkeyed, RULES, wall=at(5)), Forward)
+    copy = Message(REPARTITION, home, b"c-1", unkeyed.value, [origin_header(unkeyed)], 0)
+    direct = keyed(encode(wire("login", "c-1", at(2))))._replace(offset=10)
+    items = [admit(direct, RULES, wall=at(5)), admit(copy, RULES, wall=at(5))]
+    ctx = Context(SilenceModel(), policy, 3 * DAY, emitted_at=at(5), event_clock=True)
+    state = process(items[:1], {}, ctx).states
+    state = process(items[1:], state, ctx).states["c-1"]
+    assert state.logins == 2 and len(state.applied) == 2
+    again = process(items, {"c-1": state}, ctx)  # both redelivered after a crash: nothing changes
+    assert again.states["c-1"] == state

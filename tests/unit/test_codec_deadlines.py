@@ -90,16 +90,17 @@ def test_unknown_format_version_raises():
 
 
 def test_typical_customer_is_small():
-    """Format 3 holds 16 event-id keys of 64 bits (128 bytes; 32-bit keys collided at full
+    """Format 3 added 16 event-id keys of 64 bits (128 bytes; 32-bit keys collided at full
     load) and the highest offset applied per source topic-partition (13 bytes each: a keyed
-    customer reads from one, or two with forwarded events)."""
+    customer reads from one, or two with forwarded events); format 4 the events waiting for
+    the watermark (2 bytes when none wait)."""
     state = fold(typical_customer())
     state = replace(state, applied={source_code("customer-events", 2): 123_456_789,
                                     source_code("churn-worker-events-by-customer", 2): 42})
     assert state.activities == 57 and state.active_days.bit_count() >= 40
     size = len(encode_state(state))
     print(f"\nencoded state of a typical customer (60 events over 90 days): {size} bytes")
-    assert size <= 280, f"encoded state is {size} bytes, expected <= 280"
+    assert size <= 282, f"encoded state is {size} bytes, expected <= 282"
 
 
 # A customer state as format 2 wrote it (before source offsets; 32-bit event-id keys): the
@@ -118,7 +119,42 @@ def test_a_state_written_by_format_2_still_loads(policy):
     expected = states_to_check(policy)[-1]
     assert replace(old, recent_ids=expected.recent_ids) == expected  # every field but the ids
     assert old.recent_ids == () and old.applied == {}  # 32-bit keys cannot match 64-bit ones
-    assert decode_state(encode_state(old)) == old and encode_state(old)[0] == FORMAT == 3
+    assert decode_state(encode_state(old)) == old and encode_state(old)[0] == FORMAT == 4
+
+
+# The same customer as format 3 wrote it (before events waiting for the watermark), with
+# source offsets of an input and a repartition partition.
+FORMAT_3_RECORD = bytes.fromhex(
+    "03ff0369031455a569922449374a86da41922449374a86da411455a569922449374a86da41b836a769b8f4156acdcccccccc"
+    "c68340108ee869108ee8692a0000000f00000004080000adaa725dabaa5cd7aa2ad70110f6fefd7c426630837486d077e9fe"
+    "b22b3b991ffff5799304c11c80f0204bb1678e8d2595897c2a7148dc211dd0fab314d73f259052b00050f0c0cf814bafe46a"
+    "aed35b0f089e19de76f7c067004d59c960253967f1f457d90abbbb3aa915e94b66db52d3233fb9d3bfa69d482ac142f24fe1"
+    "fd0a89c9c17bbbf66b7759de9c94010d542d323032362d303030393831000000a8d279da4100000084237ada410000008423"
+    "7ada4103000a5e4eb65b88da41030a5e4eb65b88da4104922449374a86da41025cdb078415cd5b07000000009e48358b2a00"
+    "000000000000")
+
+
+def test_a_state_written_by_format_3_still_loads(policy):
+    old = decode_state(FORMAT_3_RECORD)
+    expected = replace(states_to_check(policy)[-1], applied={source_code("customer-events", 2): 123_456_789,
+                                                            source_code("churn-worker-events-by-customer", 2): 42})
+    assert old == expected and old.pending == ()
+    assert decode_state(encode_state(old)) == old
+
+
+def test_events_waiting_for_the_watermark_round_trip():
+    from worker.core.state import event_key, hold
+
+    state = fold(typical_customer())
+    waiting = [login(at(95), "c-000123"), purchase(at(94, 3), "12.34", "c-000123"),
+               support(at(96), "resolved", "T-é", "c-000123", csat=1), support(at(97), "opened", "T-2")]
+    for e in waiting:
+        state = hold(state, e, event_key(e.event_id), state.applied)
+    back = decode_state(encode_state(state))
+    assert back == state
+    assert [e.occurred_at for e in back.pending] == sorted(e.occurred_at for e in waiting)
+    assert [e._replace(customer_id="c-000123") for e in back.pending] == sorted(
+        [e._replace(customer_id="c-000123") for e in waiting], key=lambda e: e.occurred_at)
 
 
 # ---- DeadlineIndex ---------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class Forward(NamedTuple):
 
     key: bytes
     event_type: str
+    occurred_at: float
 
 
 def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward:
@@ -67,7 +68,7 @@ def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward:
                             msg.value, parsed.customer_id)
     key = parsed.customer_id.encode()
     if msg.key != key or msg.partition != partition_of(key, rules.partitions):
-        return Forward(key, parsed.type)
+        return Forward(key, parsed.type, parsed.occurred_at)
     source, offset = _origin(msg, rules)
     return Item(parsed.customer_id, parsed, ref=msg, source=source, offset=offset)
 
@@ -81,7 +82,7 @@ def _origin(msg: Any, rules: Rules) -> tuple[int, int]:
     if msg.topic not in rules.input_topics and (raw := header(msg, ORIGIN_HEADER)) is not None:
         try:
             partition, offset, topic = raw.decode().split(":", 2)
-            return source_code(topic, int(partition)), int(offset)
+            return source_code(topic, int(partition), forwarded=True), int(offset)
         except (ValueError, UnicodeDecodeError):
             pass  # not written by this worker: the copy's own record names it
     return source_code(msg.topic, msg.partition), msg.offset

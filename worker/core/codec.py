@@ -12,10 +12,14 @@ Layout (little-endian), 100-200 bytes for a typical customer:
     B + n (B+id, 3 d)  tickets: id, opened_at, resolved_at, status_at
     B + n (B, d)       trigger memory: key code, time
     B + n (I, q)       highest offset applied per source topic-partition: source code, offset
-Decoding a record of an unknown format version fails loudly rather than guessing. Format 2
-(before source offsets; 32-bit event-id keys) still loads: its ids cannot be compared with
-64-bit keys and are dropped, and it has no offsets yet (a redelivery that spans the upgrade
-is recognised by neither).
+    H + n event        events waiting for the watermark: B+event id, B type, d time, then
+                       by type: login B+channel; purchase B+order id, d amount, B+currency;
+                       support B+ticket id, B action, b csat, b nps (-1: none; a string of
+                       length 0: none, as events have no empty strings). The customer id is the record's key.
+Decoding a record of an unknown format version fails loudly rather than guessing. Format 3
+(before waiting events) loads with none waiting. Format 2 (before source offsets; 32-bit
+event-id keys) still loads: its ids cannot be compared with 64-bit keys and are dropped,
+and it has no offsets yet (a redelivery that spans the upgrade is recognised by neither).
 
 Why binary (docs/performance.md): the state as JSON took about 960 bytes for a typical
 customer, this layout 111-158, which is what the changelog and every worker's memory hold
@@ -28,10 +32,11 @@ from __future__ import annotations
 import struct
 from operator import attrgetter
 
+from worker.core.events import EVENT_TYPES, SUPPORT_ACTIONS, Event
 from worker.core.state import KEPT_DAYS, RECENT_IDS, CustomerState, Ticket, build_state
 
-FORMAT = 3
-FORMATS_READ = (2, 3)
+FORMAT = 4
+FORMATS_READ = (2, 3, 4)
 _TIMES = ("first_seen", "last_seen", "last_activity", "first_activity", "last_login", "first_purchase",
           "last_purchase", "revenue", "last_csat_at", "last_nps_at", "last_bad_support_at")
 _FLAGS = struct.Struct("<BHH")
@@ -68,7 +73,60 @@ def encode_state(state: CustomerState) -> bytes:
     for source, offset in state.applied.items():
         offsets += (source, offset)
     parts.append(_applied_struct(len(state.applied)).pack(len(state.applied), *offsets))
+    parts.append(_U16_STRUCT.pack(len(state.pending)))
+    for event in state.pending:
+        _pack_event(event, parts)
     return b"".join(parts)
+
+
+def _pack_event(e: Event, parts: list[bytes]) -> None:
+    parts += [_text(e.event_id), _TYPE_TIME.pack(_TYPE_CODE[e.type], e.occurred_at)]
+    if e.type == "login":
+        parts.append(_text(e.channel))
+    elif e.type == "purchase":
+        parts += [_text(e.order_id), _AMOUNT.pack(e.amount), _text(e.currency)]
+    else:
+        parts += [_text(e.ticket_id), _SCORES.pack(_ACTION_CODE[e.action or "replied"],
+                                                    -1 if e.csat is None else e.csat, -1 if e.nps is None else e.nps)]
+
+
+def _text(value: str | None) -> bytes:
+    if value is None:
+        return _NONE
+    raw = value.encode()
+    return bytes((len(raw),)) + raw  # 1..255 bytes of UTF-8 (worker.core.events)
+
+
+def _unpack_pending(raw: bytes, pos: int, customer_id: str = "") -> tuple[tuple[Event, ...], int]:
+    (count,), pos = _U16_STRUCT.unpack_from(raw, pos), pos + _U16_STRUCT.size
+    out = []
+    for _ in range(count):
+        event_id, pos = _untext(raw, pos)
+        code, t = _TYPE_TIME.unpack_from(raw, pos)
+        pos += _TYPE_TIME.size
+        kind = EVENT_TYPES[code]
+        if kind == "login":
+            channel, pos = _untext(raw, pos)
+            out.append(Event(event_id or "", kind, customer_id, t, channel))
+        elif kind == "purchase":
+            order_id, pos = _untext(raw, pos)
+            (amount,), pos = _AMOUNT.unpack_from(raw, pos), pos + _AMOUNT.size
+            currency, pos = _untext(raw, pos)
+            out.append(Event(event_id or "", kind, customer_id, t, None, order_id, amount, currency))
+        else:
+            ticket_id, pos = _untext(raw, pos)
+            action, csat, nps = _SCORES.unpack_from(raw, pos)
+            pos += _SCORES.size
+            out.append(Event(event_id or "", kind, customer_id, t, None, None, 0.0, None, ticket_id,
+                             SUPPORT_ACTIONS[action], None if csat < 0 else csat, None if nps < 0 else nps))
+    return tuple(out), pos
+
+
+def _untext(raw: bytes, pos: int) -> tuple[str | None, int]:
+    size = raw[pos]
+    if not size:
+        return None, pos + 1
+    return raw[pos + 1:pos + 1 + size].decode(), pos + 1 + size
 
 
 def _pack_times(times: tuple[float, ...]) -> bytes:
@@ -133,6 +191,13 @@ _BITS = tuple(1 << i for i in range(len(_TIMES)))
 _MIDDLE_HEAD = f"{_COUNTS.format}{_BITMAP_BYTES}sB"
 _MIDDLE = tuple(struct.Struct(f"{_MIDDLE_HEAD}{n}Q") for n in range(RECENT_IDS + 1))
 _APPLIED = tuple(struct.Struct("<B" + "Iq" * n) for n in range(9))
+_U16_STRUCT = struct.Struct("<H")
+_TYPE_TIME = struct.Struct("<Bd")
+_AMOUNT = struct.Struct("<d")
+_SCORES = struct.Struct("<Bbb")
+_NONE = bytes((0,))
+_TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
+_ACTION_CODE = {a: i for i, a in enumerate(SUPPORT_ACTIONS)}
 _MEMORIES = tuple(struct.Struct("<B" + "Bd" * n) for n in range(len(MEMORY_KEYS) + 1))
 
 
@@ -146,10 +211,11 @@ def decode_state(raw: bytes) -> CustomerState:
     active_days = int.from_bytes(raw[pos:pos + _BITMAP_BYTES], "little")
     pos += _BITMAP_BYTES
     ids = _ids_struct(raw[pos], version)
-    recent_ids = ids.unpack_from(raw, pos + 1) if version == FORMAT else ()  # format 2: 32-bit keys, dropped
+    recent_ids = ids.unpack_from(raw, pos + 1) if version > 2 else ()  # format 2: 32-bit keys, dropped
     tickets, pos = _unpack_tickets(raw, pos + 1 + ids.size)
     memory, pos = _unpack_memory(raw, pos)
-    applied, pos = _unpack_applied(raw, pos) if version == FORMAT else ({}, pos)
+    applied, pos = _unpack_applied(raw, pos) if version > 2 else ({}, pos)
+    pending, pos = _unpack_pending(raw, pos) if version > 3 else ((), pos)
     if pos != len(raw):
         raise ValueError(f"customer state has {len(raw) - pos} trailing bytes")
     first_seen, last_seen, last_activity, first_activity, last_login, first_purchase, last_purchase, revenue, \
@@ -159,7 +225,8 @@ def decode_state(raw: bytes) -> CustomerState:
         last_login=last_login, first_purchase=first_purchase, last_purchase=last_purchase, logins=logins,
         orders=orders, revenue=revenue, active_days=active_days, tickets=tickets, last_csat=last_csat,
         last_csat_at=last_csat_at, last_nps=last_nps, last_nps_at=last_nps_at, bad_support=bad_support,
-        last_bad_support_at=last_bad_support_at, recent_ids=recent_ids, fired=memory, applied=applied)
+        last_bad_support_at=last_bad_support_at, recent_ids=recent_ids, fired=memory, applied=applied,
+        pending=pending)
 
 
 def _unpack_tickets(raw: bytes, pos: int) -> tuple[dict[str, Ticket], int]:

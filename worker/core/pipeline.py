@@ -8,23 +8,25 @@ tests drive the same function.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from worker.core.events import Event
-from worker.core.features import FEATURE_NAMES, features
+from worker.core.features import features
 from worker.core.messages import build_trigger
 from worker.core.policy import Policy
 from worker.core.state import (
     EMPTY,
+    RECENT_IDS,
     CustomerState,
-    apply_keyed,
     event_key,
-    is_late,
+    fold,
+    hold,
     is_redelivered,
+    release,
     with_fired,
 )
 from worker.core.triggers import (
@@ -63,6 +65,7 @@ class Result:
     outcomes: Counter = field(default_factory=Counter)  # (event type, outcome)
     late: list[Item] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    waiting: int = 0  # change in the number of events waiting for the watermark
 
 
 class _Point(NamedTuple):
@@ -71,6 +74,9 @@ class _Point(NamedTuple):
     now: float
     cause: Event | None
     quiet: bool  # decide and remember, but send nothing (history older than emit_max_age_s)
+
+
+Walk = Generator[_Point, "dict[str, float]", CustomerState]  # a customer's inputs, a decision point at a time
 
 
 class Model(Protocol):
@@ -87,34 +93,97 @@ class Model(Protocol):
 
 @dataclass(frozen=True)
 class Context:
+    """`watermark` is the event-time watermark of the worker's inputs (worker.core.watermark)
+    with this batch delivered, `arrived_at` the one it arrived at, before the batch (an
+    event is late against the watermark when it arrived, as in Flink and Beam). None for a
+    single pass over history in time order: nothing waits, nothing is late."""
+
     model: Model
     policy: Policy
     lateness_s: float
     emitted_at: float                 # wall time of this batch, stamped on triggers
     event_clock: bool = False         # True: "now" is event time (replays); False: wall time
     emit_max_age_s: float = float("inf")
+    watermark: float | None = None
+    arrived_at: float | None = None
 
     @property
     def wall_now(self) -> float | None:
         return None if self.event_clock else self.emitted_at
 
+    @property
+    def release_at(self) -> float:
+        """Events up to this time are folded and decided now; later ones wait in the state.
+        On the event clock the watermark: a decision at time t then sees every event before
+        t, however the inputs were interleaved. On the wall clock, wall time."""
+        if not self.event_clock:
+            return self.emitted_at
+        return float("inf") if self.watermark is None else self.watermark
+
+    @property
+    def late_before(self) -> float:
+        """Events before this are late: the watermark they arrived at less the allowed lateness."""
+        return float("-inf") if self.arrived_at is None else self.arrived_at - self.lateness_s
+
 
 def process(items: list[Item], states: Mapping[str, CustomerState], ctx: Context) -> Result:
+    """Each customer's inputs are walked in event-time order (a batch mixes sources, input and
+    repartition partitions, each in order), one decision point at a time: every customer's
+    next point is scored in one `predict_proba` call per round, decided, and its trigger
+    memory goes back into the walk before it goes on, since the deadlines ahead (a lapse
+    looked at again when a cooldown ends) depend on what was decided. So a customer's
+    decisions do not depend on how its inputs were cut into batches."""
     result = Result()
-    points: list[_Point] = []
+    queues: dict[str, list[Item]] = {}
+    for item in sorted(items, key=_item_time):
+        queues.setdefault(item.customer_id, []).append(item)
     current: dict[str, CustomerState] = {}
-    for item in items:
-        state = current.get(item.customer_id) or states.get(item.customer_id) or EMPTY
-        current[item.customer_id] = _advance(item, state, ctx, points, result)
-    # an explicit width: a batch of only duplicates, late events or early ticks has no rows
-    rows = np.array([features(p.state, p.now) for p in points], dtype=float).reshape(len(points), len(FEATURE_NAMES))
-    result.scores = ctx.model.score(rows).tolist()  # Python floats: indexed per point below
-    _decide_all(points, rows, result.scores, current, ctx, result)
+    live: dict[str, tuple[Walk, _Point]] = {}
+    for cid, queue in queues.items():
+        _step(cid, _walk(cid, states.get(cid) or EMPTY, queue, ctx, result), None, live, current)
+    fired: list[tuple[_Point, np.ndarray, float, Fire]] = []
+    while live:
+        round_ = list(live.items())
+        rows = np.array([features(p.state, p.now) for _, (_, p) in round_], dtype=float)
+        scores = ctx.model.score(rows).tolist()  # Python floats
+        result.scores += scores
+        for (cid, (walk, point)), row, score in zip(round_, rows, scores):
+            _step(cid, walk, _decide(point, row, score, ctx, result, fired), live, current)
+    _build(fired, ctx, result)
     # a tick for a customer this worker no longer holds must not create an empty record; such
     # a customer's state is EMPTY itself (compared by identity: equality compares every field)
     result.states = {cid: s for cid, s in current.items() if s is not EMPTY}
-    result.deadlines = {cid: pending_deadline(ctx.policy, s) for cid, s in result.states.items()}
+    result.deadlines = {cid: next_due(ctx.policy, s) for cid, s in result.states.items()}
+    for cid, s in result.states.items():
+        old = states.get(cid)
+        if s.pending or (old is not None and old.pending):
+            result.waiting += len(s.pending) - (len(old.pending) if old is not None else 0)
     return result
+
+
+def _step(customer_id: str, walk: Walk, memory: dict[str, float] | None, live: dict[str, tuple[Walk, _Point]],
+          current: dict[str, CustomerState]) -> None:
+    """Run a customer's walk on to its next decision point (or its end: its final state)."""
+    try:
+        live[customer_id] = (walk, walk.send(memory))  # type: ignore[arg-type]  # None starts it
+    except StopIteration as done:
+        live.pop(customer_id, None)
+        current[customer_id] = done.value
+
+
+def next_due(policy: Policy, state: CustomerState) -> float | None:
+    """When this customer must be looked at next: its next silence deadline, or the time of
+    its earliest event waiting for the watermark, whichever comes first."""
+    due = pending_deadline(policy, state)
+    if state.pending and (due is None or state.pending[0].occurred_at < due):
+        return state.pending[0].occurred_at
+    return due
+
+
+def _item_time(item: Item) -> tuple[float, str]:
+    """Time order; events at one time by id (as they wait in a state), a check before them."""
+    event = item.event
+    return (item.deadline, "") if event is None else (event.occurred_at, event.event_id)
 
 
 def merge(into: Result, other: Result) -> None:
@@ -124,55 +193,85 @@ def merge(into: Result, other: Result) -> None:
     into.triggers += other.triggers
     into.late += other.late
     into.scores += other.scores
+    into.waiting += other.waiting
     for counts, more in ((into.holdouts, other.holdouts), (into.quiet, other.quiet),
                          (into.suppressed, other.suppressed), (into.outcomes, other.outcomes)):
         counts.update(more)
 
 
-def _advance(item: Item, state: CustomerState, ctx: Context, points: list[_Point], result: Result) -> CustomerState:
+def _walk(customer_id: str, state: CustomerState, items: list[Item], ctx: Context, result: Result) -> Walk:
+    for item in items:
+        state = yield from _advance(item, state, ctx, result)
+    return state
+
+
+def _advance(item: Item, state: CustomerState, ctx: Context, result: Result) -> Walk:
     event = item.event
     if event is None:
-        return _close_due(item.customer_id, state, item.deadline, ctx, points)
+        return (yield from _catch_up(item.customer_id, state, item.deadline, ctx))
     key = event_key(event.event_id)
     if (item.offset >= 0 and is_redelivered(state, item.source, item.offset)) or key in state.recent_ids:
         result.outcomes[(event.type, "duplicate")] += 1
         return state
-    if is_late(state, event, ctx.lateness_s):
+    if event.occurred_at < ctx.late_before:
         result.outcomes[(event.type, "late")] += 1
         result.late.append(item)
         return state
+    result.outcomes[(event.type, "applied")] += 1
+    applied = {**state.applied, item.source: item.offset} if item.offset >= 0 else state.applied
+    if event.occurred_at > ctx.release_at:  # counted in now (id, offset), folded once the watermark passes it
+        return hold(state, event, key, applied)
     # silence that ended before this event still counts, decided at its own deadline
-    state = _close_due(item.customer_id, state, event.occurred_at, ctx, points)
-    state = apply_keyed(state, event, key,
-                        {**state.applied, item.source: item.offset} if item.offset >= 0 else state.applied)
+    state = yield from _catch_up(item.customer_id, state, event.occurred_at, ctx)
+    return (yield from _decide_event(item.customer_id, fold(state, event, (*state.recent_ids, key)[-RECENT_IDS:],
+                                                            applied), event, ctx))
+
+
+def _decide_event(customer_id: str, state: CustomerState, event: Event, ctx: Context) -> Walk:
+    """A decision point at an event just folded into `state`."""
     if event.occurred_at < state.fired.get(CHECKED, 0.0):
         # an event behind the last silence check arrived after the clock had passed it
-        # (forwarded through the repartition topic while the watermark moved on, or delayed
-        # by its producer): a deadline it brings before that check (its ticket's SLA, its
+        # (forwarded through another worker's repartition topic, or delayed by its producer
+        # past the watermark): a deadline it brings before that check (its ticket's SLA, its
         # activity's follow-up check) would never come due, so silence is checked again from
         # its time. Deadlines already decided are decided again with the new state, at their
         # own times; a trigger already sent for an episode is not sent twice.
         state = _checked_until(state, event.occurred_at)
-    result.outcomes[(event.type, "applied")] += 1
     quiet = _quiet(event.occurred_at, ctx)
     # old history is decided at its own time, as a replay would: deciding it at wall time
     # would judge a stale state "lapsed" and start cooldowns that block real triggers
     now = state.last_seen if ctx.event_clock or quiet else max(ctx.emitted_at, event.occurred_at)
-    points.append(_Point(item.customer_id, state, now, event, quiet))
-    return state
+    return (yield from _point(_Point(customer_id, state, now, event, quiet)))
 
 
-def _close_due(customer_id: str, state: CustomerState, until: float, ctx: Context,
-               points: list[_Point]) -> CustomerState:
-    """A decision point at every pending deadline up to `until`, each at its own time."""
-    if until < earliest_possible_deadline(ctx.policy, state):
+def _point(point: _Point) -> Walk:
+    """Yield a decision point; the walk goes on from its state with the memory decided there."""
+    memory = yield point
+    return point.state if memory is point.state.fired else with_fired(point.state, fired=memory)
+
+
+def _catch_up(customer_id: str, state: CustomerState, until: float, ctx: Context) -> Walk:
+    """Everything this customer has due up to `until`, in time order, each at its own time: a
+    decision point at every pending silence deadline, and the waiting events folded and
+    decided (a deadline before an event at the same time)."""
+    if until < earliest_possible_deadline(ctx.policy, state) and (
+            not state.pending or until < state.pending[0].occurred_at):
         return state  # the common case: an active customer, nothing can be due yet
-    for _ in range(MAX_CATCH_UP):
+    deadlines = 0
+    while deadlines < MAX_CATCH_UP:
         due = pending_deadline(ctx.policy, state)
-        if due is None or due > until:
+        waiting = state.pending[0].occurred_at if state.pending else None
+        if waiting is not None and waiting <= until and (due is None or waiting < due):
+            event, state = release(state)
+            event = event._replace(customer_id=customer_id)
+            state = yield from _decide_event(customer_id, fold(state, event, state.recent_ids, state.applied), event,
+                                             ctx)
+        elif due is not None and due <= until:
+            state = _checked_until(state, due)
+            state = yield from _point(_Point(customer_id, state, due, None, _quiet(due, ctx)))
+            deadlines += 1
+        else:
             break
-        state = _checked_until(state, due)
-        points.append(_Point(customer_id, state, due, None, _quiet(due, ctx)))
     return state
 
 
@@ -185,39 +284,31 @@ def _quiet(event_time: float, ctx: Context) -> bool:
     return ctx.wall_now is not None and ctx.wall_now - event_time > ctx.emit_max_age_s
 
 
-def _decide_all(points: list[_Point], rows: np.ndarray, scores: list[float], current: dict[str, CustomerState],
-                ctx: Context, result: Result) -> None:
-    memory = {cid: s.fired for cid, s in current.items()}
-    fired: list[tuple[int, Fire]] = []
-    for i, point in enumerate(points):
-        decisions, memory[point.customer_id] = decide_memory(
-            ctx.policy, point.customer_id, point.state, memory[point.customer_id], scores[i],
-            point.now, point.cause)
-        for d in decisions:
-            if isinstance(d, Suppressed):
-                result.suppressed[(d.type, d.reason)] += 1
-            elif d.held_out:
-                result.holdouts[d.type] += 1
-            elif point.quiet:
-                result.quiet[d.type] += 1
-            else:
-                fired.append((i, d))
-    for cid, state in current.items():
-        if memory[cid] is not state.fired:
-            current[cid] = with_fired(state, fired=memory[cid])
-    _build(points, rows, scores, fired, ctx, result)
+def _decide(point: _Point, row: np.ndarray, score: float, ctx: Context, result: Result,
+            fired: list[tuple[_Point, np.ndarray, float, Fire]]) -> dict[str, float]:
+    """The decisions at one scored point, counted or kept for sending; the memory after them."""
+    decisions, memory = decide_memory(ctx.policy, point.customer_id, point.state, point.state.fired, score,
+                                      point.now, point.cause)
+    for d in decisions:
+        if isinstance(d, Suppressed):
+            result.suppressed[(d.type, d.reason)] += 1
+        elif d.held_out:
+            result.holdouts[d.type] += 1
+        elif point.quiet:
+            result.quiet[d.type] += 1
+        else:
+            fired.append((point, row, score, d))
+    return memory
 
 
-def _build(points: list[_Point], rows: np.ndarray, scores: list[float], fired: list[tuple[int, Fire]],
-           ctx: Context, result: Result) -> None:
+def _build(fired: list[tuple[_Point, np.ndarray, float, Fire]], ctx: Context, result: Result) -> None:
     if not fired:
         return
-    rows = rows[[i for i, _ in fired]]  # the scored rows of the points that fire
+    rows = np.array([row for _, row, _, _ in fired])  # the scored rows of the points that fire
     reasons = ctx.model.explain(rows)
-    for (i, decision), row, why in zip(fired, rows, reasons):
-        p = points[i]
+    for (p, row, score, decision), why in zip(fired, reasons):
         result.triggers.append(build_trigger(
-            decision, customer_id=p.customer_id, state=p.state, score=scores[i],
+            decision, customer_id=p.customer_id, state=p.state, score=score,
             row=row.tolist(), reasons=why, now=p.now,
             emitted_at=ctx.emitted_at,
             policy=ctx.policy, model_version=ctx.model.version,

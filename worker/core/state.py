@@ -62,6 +62,9 @@ class CustomerState:
     # per source topic-partition (source_code), the highest offset applied: a redelivered
     # record at or below it changes nothing, however long the redelivered span
     applied: dict[int, int] = field(default_factory=dict)
+    # events counted in (ids and offsets above) but not folded yet: later than the watermark,
+    # they wait for it so that every decision sees the events before it (worker.core.pipeline)
+    pending: tuple[Event, ...] = ()
 
     @property
     def activities(self) -> int:
@@ -78,19 +81,18 @@ def event_key(event_id: str) -> int:
     return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
-def source_code(topic: str, partition: int) -> int:
-    """Stable 32-bit key of a source topic-partition, for `CustomerState.applied`."""
-    return zlib.crc32(f"{topic}\x00{partition}".encode())
+def source_code(topic: str, partition: int, forwarded: bool = False) -> int:
+    """Stable 32-bit key of a source topic-partition, for `CustomerState.applied`. The copies
+    forwarded from an input partition are a source of their own: they arrive through the
+    repartition topic, behind the records read from that partition directly, so their
+    offsets rise only among themselves."""
+    tail = "\x00forwarded" if forwarded else ""
+    return zlib.crc32(f"{topic}\x00{partition}{tail}".encode())
 
 
 def is_redelivered(state: CustomerState, source: int, offset: int) -> bool:
     """The record at `offset` of that source was applied already (or an earlier one was)."""
     return state.applied.get(source, -1) >= offset
-
-
-def is_late(state: CustomerState, event: Event, lateness_s: float) -> bool:
-    """Older than the customer's newest event by more than the lateness bound."""
-    return state.last_seen > 0 and event.occurred_at < state.last_seen - lateness_s
 
 
 def apply_event(state: CustomerState, event: Event) -> CustomerState:
@@ -103,12 +105,35 @@ def apply_keyed(state: CustomerState, event: Event, key: int, applied: dict[int,
     offsets it applied (the pipeline): one hash and one new state per event."""
     if key in state.recent_ids:
         return state
+    return fold(state, event, (state.recent_ids + (key,))[-RECENT_IDS:], applied)
+
+
+def hold(state: CustomerState, event: Event, key: int, applied: dict[int, int]) -> CustomerState:
+    """The state with `event` counted in (its id and offset) but waiting to be folded, in
+    event-time order among the others waiting (ties by event id: one order for every run)."""
+    waiting = event._replace(customer_id="")  # the state's key says whose it is
+    pending = tuple(sorted((*state.pending, waiting), key=_time_order))
+    return _with_pending(state, pending=pending, recent_ids=(state.recent_ids + (key,))[-RECENT_IDS:],
+                         applied=applied)
+
+
+def release(state: CustomerState) -> tuple[Event, CustomerState]:
+    """The earliest waiting event, and the state without it (it is folded next)."""
+    return state.pending[0], _with_pending(state, pending=state.pending[1:], recent_ids=state.recent_ids,
+                                           applied=state.applied)
+
+
+def _time_order(event: Event) -> tuple[float, str]:
+    return event.occurred_at, event.event_id
+
+
+def fold(state: CustomerState, event: Event, recent_ids: tuple[int, ...], applied: dict[int, int]) -> CustomerState:
+    """The event folded into the aggregates; the caller has decided it is new."""
     t = event.occurred_at
     # min and max written out (here and below: these run for every event and decision point,
     # where the builtins' call costs more than the comparison); same results, ties included
     first_seen = (t if t < state.first_seen else state.first_seen) if state.first_seen else t
     last_seen = t if t > state.last_seen else state.last_seen
-    recent_ids = (state.recent_ids + (key,))[-RECENT_IDS:]
     if event.type == "support":
         return evolve(state, first_seen=first_seen, last_seen=last_seen, recent_ids=recent_ids, applied=applied,
                       **_support(state, event))
@@ -141,6 +166,7 @@ def updater(name: str, *changed: str):
 
 
 with_fired = updater("with_fired", "fired")
+_with_pending = updater("_with_pending", "pending", "recent_ids", "applied")
 _ACTIVITY = ("first_seen", "last_seen", "recent_ids", "last_activity", "first_activity", "active_days", "applied")
 _with_login = updater("_with_login", *_ACTIVITY, "last_login", "logins")
 _with_purchase = updater("_with_purchase", *_ACTIVITY, "first_purchase", "last_purchase", "orders", "revenue")

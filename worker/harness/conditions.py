@@ -31,12 +31,21 @@ def ticks_sent(samples: Mapping[tuple, float]) -> float:
 def overdue_silence(samples: Mapping[tuple, float], clock: str) -> str | None:
     """None when the silence timer has taken every check due by the worker's clock (the
     event-time watermark with CHURN_CLOCK=event, else wall time): the earliest pending
-    deadline is none (0) or later than now. Otherwise what is overdue.
+    deadline is none (0) or later than now, and on the event clock the watermark has
+    reached the newest event time delivered (every source idle: nothing more is coming).
+    Otherwise what is overdue.
 
     While the timer sends ticks the gauge still shows the deadlines it took (it is set once
     they are acknowledged), so a tick under way reads as overdue here."""
     earliest = samples.get(("churn_deadline_next_seconds",), 0.0)
-    now = samples.get(("churn_event_time_watermark_seconds",), 0.0) if clock == "event" else time.time()
+    watermark = samples.get(("churn_event_time_watermark_seconds",), 0.0)
+    newest = samples.get(("churn_event_time_newest_seconds",), 0.0)
+    if clock == "event" and watermark < newest:
+        # a source still holds event time back (until it delivers, or has been idle for
+        # CHURN_IDLE_SOURCE_S): the deadlines and the waiting events up to the newest event
+        # time are still to be decided
+        return f"the watermark ({watermark:.0f}) has not reached the newest event time ({newest:.0f})"
+    now = watermark if clock == "event" else time.time()
     if earliest == 0.0 or earliest > now:
         return None
     return f"a silence deadline at {earliest:.0f} is due by the worker's clock ({now:.0f}) and not yet checked"

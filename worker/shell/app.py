@@ -21,6 +21,8 @@ import logging
 import os
 from typing import Any
 
+from faust.types import TP
+
 from worker.config import Settings
 from worker.core.partitioner import partition_of
 from worker.core.policy import Policy
@@ -63,7 +65,8 @@ class ChurnApp:
             exact_end_offsets=settings.changelog_exact_end_offsets, timeout_s=settings.produce_timeout_s)
         self.send: Sink = sink or self._send_to_topic
         self.silence = Silence(settings, policy, self.metrics, self.send, ready=self.is_ready,
-                               active=lambda: self.active_partitions())
+                               active=lambda: self.active_partitions(), highwater=self.highwater,
+                               start_offset=self.start_offset)
         self.handler = BatchHandler(settings, artifact, policy, self.metrics, self.table, self.silence, self.send,
                                     changelog or self.producer.write_changelog)
         self._wire()
@@ -131,10 +134,42 @@ class ChurnApp:
         topic = self.settings.repartition_topic
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
 
+    def highwater(self, topic: str, partition: int) -> int | None:
+        """A partition's end as the consumer's last fetch reported it (None: not fetched yet)."""
+        try:
+            return self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # no consumer yet, or a partition it does not hold
+            return None
+
+    def start_offset(self, topic: str, partition: int) -> int | None:
+        """Where the consumer started reading a partition of this assignment: the group's
+        committed offset; with none, the beginning when it resets to the earliest (the log
+        start is taken as 0: a partition whose every record has expired counts as not yet
+        read); None when unknown."""
+        try:
+            committed = self.app.consumer._committed_offset.get(TP(topic, partition))  # type: ignore[attr-defined]
+        except Exception:
+            return None
+        if committed is not None:
+            return int(committed)
+        return 0 if self.settings.offset_reset == "earliest" else None
+
+    def broker_connected(self) -> bool:
+        """The consumer holds at least one open broker connection (it always has one while it
+        fetches: a broker that went away, or a network cut, closes them all). True when it
+        cannot be told (no consumer yet)."""
+        try:
+            client = self.app.consumer._thread._ensure_consumer()._client  # type: ignore[attr-defined]
+            conns = list(client._conns.values())
+        except Exception:
+            return True
+        return any(conn.connected() for conn in conns)
+
     def is_ready(self) -> bool:
         app = self.app
         ready = (self.assigned_once and not self.producer.closed and not app.rebalancing
-                 and not app.tables.recovery.in_recovery)  # type: ignore[attr-defined]  # faust's TableManager has it
+                 and not app.tables.recovery.in_recovery  # type: ignore[attr-defined]  # faust's TableManager has it
+                 and self.broker_connected())
         self.metrics.ready.set(1 if ready else 0)
         return ready
 

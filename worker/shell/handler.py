@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from worker.config import Settings
-from worker.core.admission import Forward, Rules, admit, origin_header
+from worker.core.admission import ORIGIN_HEADER, Forward, Rules, admit, header, origin_header
 from worker.core.codec import decode_state
 from worker.core.events import InvalidEvent
 from worker.core.messages import dead_letter_headers, encode
@@ -46,11 +46,12 @@ class BatchHandler:
     async def handle(self, batch: list[Any]) -> None:
         """One batch of faust messages (topic, partition, offset, key, value, headers, timestamp)."""
         started, wall = time.monotonic(), time.time()
+        arrived_at = self.silence.watermark()  # what this batch's events are late against
         items, outbox = self._admit(batch, wall)
         due = self.silence.due_checks()
         try:
             pending = [await self.send(*out) for out in outbox]
-            changes: Changes = await self._process(items + due, wall, pending) if items or due else {}
+            changes: Changes = await self._process(items + due, wall, pending, arrived_at) if items or due else {}
             if pending:
                 await asyncio.gather(*pending)
             if changes:
@@ -67,29 +68,39 @@ class BatchHandler:
         """The batch's inputs for the pipeline, and what to send instead of the others."""
         items: list[Item] = []
         outbox: list[Outgoing] = []
-        rules, events = self.rules, self.metrics.events
+        rules, events, silence = self.rules, self.metrics.events, self.silence
+        repartition, held = self.settings.repartition_topic, silence.held
         for msg in batch:
+            silence.read(msg.topic, msg.partition, msg.offset)
             admitted = admit(msg, rules, wall)
+            if isinstance(admitted, Item) and admitted.event is not None and held and msg.partition not in held:
+                # an input partition whose table partition another worker holds (only if the
+                # topics were not co-partitioned, which start-up refuses): the state is not
+                # this worker's to write, so the event goes on to the holder, as a forward does
+                admitted = Forward(admitted.customer_id.encode(), admitted.event.type, admitted.event.occurred_at)
             if isinstance(admitted, Item):
                 if admitted.event is not None:
-                    self.silence.saw(msg.partition, admitted.event.occurred_at)
+                    silence.saw(msg.topic, msg.partition, admitted.event.occurred_at)
+                    if msg.topic == repartition and (origin := header(msg, ORIGIN_HEADER)) is not None:
+                        silence.arrived(origin)
                 items.append(admitted)
             elif isinstance(admitted, Forward):
                 events.labels(admitted.event_type, "repartitioned").inc()
-                outbox.append(Outgoing(self.settings.repartition_topic, admitted.key, msg.value,
-                                       [origin_header(msg)]))
+                name, origin = origin_header(msg)
+                silence.forwarded(admitted.key, origin, admitted.occurred_at)
+                outbox.append(Outgoing(repartition, admitted.key, msg.value, [(name, origin)]))
             else:
                 outbox.append(self.dead_letter(admitted, msg))
         return items, outbox
 
-    async def _process(self, items: list[Item], wall: float, pending: list) -> Changes:
+    async def _process(self, items: list[Item], wall: float, pending: list, arrived_at: float) -> Changes:
         """Run the pure pipeline; send its outputs; return the state records for the changelog."""
         s = self.settings
         # an item's message sits on its customer's partition (admitted above, or a tick sent there)
         keys = {i.customer_id: (i.customer_id.encode(), i.ref.partition) for i in items}
         stored = self._stored()
-        ctx = Context(self.model, self.policy, s.lateness_s, emitted_at=wall,
-                      event_clock=s.clock == "event", emit_max_age_s=s.emit_max_age_s)
+        ctx = Context(self.model, self.policy, s.lateness_s, emitted_at=wall, event_clock=s.clock == "event",
+                      emit_max_age_s=s.emit_max_age_s, watermark=self.silence.watermark(), arrived_at=arrived_at)
         try:
             states = {cid: decode_state(raw) for cid, (k, _) in keys.items() if (raw := stored.get(k)) is not None}
             result, encoded = run_batch(items, states, ctx)
@@ -99,12 +110,14 @@ class BatchHandler:
             await self._quarantine(items, one_by_one.failures, pending)
             result, encoded = one_by_one.result, one_by_one.encoded
         self.silence.reschedule(result.deadlines)
+        self.silence.waiting += result.waiting
         changes: Changes = {}
         for cid, value in encoded.items():
             key, partition = keys[cid]
             changes.setdefault(partition, []).append((key, value))
         await self._send_outputs(result, pending)
-        self._record(result)
+        self.metrics.record(result)
+        self.silence.gauge()
         return changes
 
     def _stored(self) -> Any:
@@ -131,7 +144,7 @@ class BatchHandler:
                                            encode(trigger), None))
             triggers.labels(trigger["type"]).inc()
         for item in result.late:
-            bad = InvalidEvent("late", f"older than the customer's newest event by more than "
+            bad = InvalidEvent("late", f"older than the event-time watermark by more than "
                                        f"{self.settings.lateness_s:.0f} s", item.ref.value, item.customer_id)
             pending.append(await self.send(*self.dead_letter(bad, item.ref)))
 
@@ -162,17 +175,3 @@ class BatchHandler:
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset, bad.reason, bad.detail)
         return Outgoing(self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
                         dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
-
-    def _record(self, result: Result) -> None:
-        m = self.metrics
-        for (etype, outcome), n in result.outcomes.items():
-            m.events.labels(etype, outcome).inc(n)
-        for (kind, reason), n in result.suppressed.items():
-            m.suppressed.labels(kind, reason).inc(n)
-        for kind, n in result.holdouts.items():
-            m.holdout.labels(kind).inc(n)
-        for kind, n in result.quiet.items():
-            m.suppressed.labels(kind, "history").inc(n)
-        m.batch_size.observe(len(result.scores))
-        observe_many(m.risk, result.scores)
-        self.silence.gauge()

@@ -61,4 +61,6 @@ def describe(churn: ChurnApp, customer_id: str) -> dict[str, Any]:
     return {"customer_id": customer_id, "known": True, "orders": state.orders,
             "logins": state.logins, "risk_score": round(score, 4),
             "next_deadline": pending_deadline(churn.policy, state),
+            # counted in, not yet in the counts above: later than the event-time watermark
+            "events_waiting": len(state.pending),
             "features": dict(zip(FEATURE_NAMES, row))}

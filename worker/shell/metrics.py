@@ -11,6 +11,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from worker.core.events import EVENT_TYPES, REASONS
+from worker.core.pipeline import Result
 from worker.core.triggers import TRIGGER_TYPES
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -59,16 +60,40 @@ class Metrics:
         self.state_quarantined = Counter("churn_state_records_quarantined_total",
                                          "Recovered customer states that could not be read (left out of the "
                                          "deadline index; that customer's events are dead-lettered)", registry=r)
-        self.next_deadline = Gauge("churn_deadline_next_seconds",
-                                   "Earliest pending silence deadline in the index, on the worker's clock "
-                                   "(CHURN_CLOCK); 0 when none", registry=r)
-        self.watermark = Gauge("churn_event_time_watermark_seconds",
-                               "Event-time watermark (min over active partitions of max event time)",
-                               registry=r)
+        self._time_gauges(r)
         self.model_info = Gauge("churn_model_info", "Model being served", ["version", "kind"], registry=r)
         self.policy_info = Gauge("churn_policy_info", "Trigger policy in force", ["version"], registry=r)
         self.ready = Gauge("churn_worker_ready", "1 when partitions are assigned and recovered", registry=r)
         self._prime()
+
+    def _time_gauges(self, r: CollectorRegistry) -> None:
+        """Where the worker is in time: its deadlines, its watermark, and what waits for it."""
+        self.next_deadline = Gauge("churn_deadline_next_seconds",
+                                   "Earliest pending silence deadline in the index, on the worker's clock "
+                                   "(CHURN_CLOCK); 0 when none", registry=r)
+        self.watermark = Gauge("churn_event_time_watermark_seconds",
+                               "Event-time watermark: min over this worker's active sources (input and "
+                               "repartition partitions) of the newest event time, idle sources left out",
+                               registry=r)
+        self.newest = Gauge("churn_event_time_newest_seconds",
+                            "Newest event time any of this worker's sources has delivered", registry=r)
+        self.waiting = Gauge("churn_events_waiting",
+                             "Events counted into a state but waiting for the watermark to pass them "
+                             "before they are folded and decided (event clock, or ahead of the wall clock)",
+                             registry=r)
+
+    def record(self, result: Result) -> None:
+        """What one batch's pipeline run decided: outcomes, suppressions, scores."""
+        for (etype, outcome), n in result.outcomes.items():
+            self.events.labels(etype, outcome).inc(n)
+        for (kind, reason), n in result.suppressed.items():
+            self.suppressed.labels(kind, reason).inc(n)
+        for kind, n in result.holdouts.items():
+            self.holdout.labels(kind).inc(n)
+        for kind, n in result.quiet.items():
+            self.suppressed.labels(kind, "history").inc(n)
+        self.batch_size.observe(len(result.scores))
+        observe_many(self.risk, result.scores)
 
     def _prime(self) -> None:
         """Create every bounded series at zero so rates and alerts work before the first event."""

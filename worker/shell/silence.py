@@ -8,8 +8,10 @@ takes those that come due:
   tick per due customer to its own repartition topic, which a batch then takes.
 After every rebalance the index is rebuilt from the recovered table (`rebuild`).
 
-"Now" is the wall clock in production and the watermark (the event time every active
-partition has reached) for replays (CHURN_CLOCK=event).
+"Now" is the wall clock in production and the event-time watermark for replays
+(CHURN_CLOCK=event): the event time every source this worker reads (each assigned
+partition of the input topics and of the repartition topic) has reached, kept by
+worker.core.watermark. On either clock the watermark is what lateness is judged against.
 """
 from __future__ import annotations
 
@@ -17,17 +19,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from worker.config import Settings
 from worker.core.admission import KIND_HEADER, TICK, tick_value
 from worker.core.codec import decode_state
 from worker.core.deadlines import DeadlineIndex
 from worker.core.partitioner import partition_of
-from worker.core.pipeline import Item
+from worker.core.pipeline import Item, next_due
 from worker.core.policy import Policy
 from worker.core.state import CustomerState
-from worker.core.triggers import pending_deadline
+from worker.core.watermark import Watermark
 from worker.shell.metrics import Metrics
 from worker.shell.output import Sink
 
@@ -45,20 +47,48 @@ class DueCheck(NamedTuple):
 
 class Silence:
     def __init__(self, settings: Settings, policy: Policy, metrics: Metrics, send: Sink,
-                 ready: Callable[[], bool], active: Callable[[], set[int]]) -> None:
+                 ready: Callable[[], bool], active: Callable[[], set[int]],
+                 highwater: Callable[[str, int], int | None] = lambda topic, partition: None,
+                 start_offset: Callable[[str, int], int | None] = lambda topic, partition: None) -> None:
         self.settings, self.policy, self.metrics, self.send = settings, policy, metrics, send
-        self.ready, self.active = ready, active
+        self.ready, self.active, self.highwater, self.start_offset = ready, active, highwater, start_offset
+        self.last_offset: dict[tuple[str, int], int] = {}  # per source, the last offset delivered
         self.index = DeadlineIndex()
-        self.partition_time: dict[int, float] = {}  # partition -> max event time seen
+        self.clock = Watermark(settings.idle_source_s)
+        self.held: set[int] = set()  # the partitions of the last assignment
+        self.waiting = 0  # events held in states until the watermark passes them
         self.batch_since_tick = False  # a batch ran since the timer's last tick: it took the due deadlines
 
-    def saw(self, partition: int, event_time: float) -> None:
-        if event_time > self.partition_time.get(partition, 0.0):
-            self.partition_time[partition] = event_time
+    def read(self, topic: str, partition: int, offset: int) -> None:
+        """A message was delivered (an event or not): where its source's reading stands."""
+        self.last_offset[(topic, partition)] = offset
+
+    def saw(self, topic: str, partition: int, event_time: float) -> None:
+        self.clock.saw((topic, partition), event_time, time.monotonic())
+
+    def unread(self, source: Any) -> int | None:
+        """Records a source has left to read, as far as the last fetch told (None: not known)."""
+        end = self.highwater(*source)
+        if end is None:
+            return None
+        last = self.last_offset.get(source)
+        if last is not None:
+            return max(end - last - 1, 0)
+        start = self.start_offset(*source)  # nothing delivered since the assignment
+        return max(end - start, 0) if start is not None else (0 if end == 0 else None)
+
+    def forwarded(self, key: bytes, origin: bytes, event_time: float) -> None:
+        """An event forwarded to its customer's repartition partition: in flight until read
+        back, if this worker holds that partition (another worker's is its own business)."""
+        if partition_of(key, self.settings.topic_partitions) in self.held:
+            self.clock.forwarded(origin, event_time)
+
+    def arrived(self, origin: bytes) -> None:
+        self.clock.arrived(origin)
 
     def watermark(self) -> float:
-        """Event time every active partition has reached (0 before any event)."""
-        return min(self.partition_time.values(), default=0.0)
+        """The event-time watermark of this worker's sources (0 until they have delivered)."""
+        return self.clock.current(time.monotonic(), self.unread)
 
     def now(self) -> float:
         return self.watermark() if self.settings.clock == "event" else time.time()
@@ -99,6 +129,7 @@ class Silence:
 
     async def tick(self) -> None:
         """A tick for each due deadline, when no batch has run since the last tick."""
+        self.gauge()  # the watermark moves with time too (idle sources), batch or not
         if not self.ready() or not len(self.index):
             return
         if self.batch_since_tick:
@@ -117,22 +148,26 @@ class Silence:
         self.gauge()
 
     async def rebuild(self, records: Iterable[tuple[bytes, bytes]]) -> int:
-        """The index from the recovered table, active partitions only, and each partition's
-        event time seeded from its customers, so a partition that has not delivered since
-        the rebalance still holds the watermark back. Returns the customers held."""
+        """The index from the recovered table, active partitions only, and the watermark
+        started again over the new sources (until each has delivered or gone idle it stays
+        at 0: nothing is decided on the event clock, nothing is late). Returns the customers
+        held."""
         active = self.active()
+        s = self.settings
+        self.held = active
+        self.clock.reset([(t, p) for t in (*s.input_topics, s.repartition_topic) for p in active], time.monotonic())
+        self.last_offset.clear()
         self.index.clear()
-        seen = {p: t for p, t in self.partition_time.items() if p in active}
-        count = 0
+        count = waiting = 0
         for n, (key, raw) in enumerate(records):
-            part = partition_of(key, self.settings.topic_partitions)
+            part = partition_of(key, s.topic_partitions)
             if part in active and (state := self._decoded(key, raw, part)) is not None:
                 count += 1
-                self.index.set(key, pending_deadline(self.policy, state))
-                seen[part] = max(seen.get(part, 0.0), state.last_seen)
+                waiting += len(state.pending)
+                self.index.set(key, next_due(self.policy, state))
             if n % REBUILD_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        self.partition_time = seen
+        self.waiting = waiting
         self.gauge()
         log.info("deadline index rebuilt: %d customers, %d pending, partitions %s",
                  count, len(self.index), sorted(active))
@@ -155,5 +190,6 @@ class Silence:
         m = self.metrics
         m.deadlines.set(len(self.index))
         m.next_deadline.set(self.index.earliest() or 0.0)
-        if self.partition_time:
-            m.watermark.set(self.watermark())
+        m.watermark.set(self.watermark())
+        m.newest.set(self.clock.newest())
+        m.waiting.set(self.waiting)

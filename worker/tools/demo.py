@@ -47,7 +47,7 @@ def run_demo(args) -> int:
         topics = [*settings.input_topics, settings.dead_letter_topic, *settings.trigger_topics.values()]
         asyncio.run(create_topics(bootstrap, topics, settings.topic_partitions))
         worker = WorkerProcess(bootstrap, {
-            "CHURN_CLOCK": "event", "CHURN_DATA_DIR": str((WORKDIR / "data").resolve()),
+            "CHURN_CLOCK": "event", "CHURN_IDLE_SOURCE_S": "3", "CHURN_DATA_DIR": str((WORKDIR / "data").resolve()),
             "CHURN_APP_ID": f"{settings.app_id}-demo-{int(time.time())}",
             "CHURN_MODEL_DIR": str(settings.model_dir.resolve()),
             "CHURN_SESSION_TIMEOUT_S": "10", "CHURN_REBALANCE_TIMEOUT_S": "10"}, WORKDIR / "worker.log")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Iterable, Iterator
 
 from aiokafka import AIOKafkaProducer
@@ -36,16 +37,20 @@ def customer_key(value: bytes) -> bytes | None:
 
 
 async def produce(bootstrap: str, topic: str, values: Iterable[bytes], *, keyed: bool = True,
-                  progress: object = None, rate: float | None = None) -> int:
-    """Send every value; key by customer id when `keyed`. `rate` caps events/s."""
+                  progress: object = None, rate: float | None = None, unkeyed_share: float = 0.0,
+                  seed: int = 0) -> int:
+    """Send every value; key by customer id when `keyed`, but for a random `unkeyed_share` of
+    them (as a producer that sends some events without a key would). `rate` caps events/s."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     sent = 0
+    rng = random.Random(seed)
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         for value in values:
-            await producer.send(topic, value=value, key=customer_key(value) if keyed else None)
+            key = customer_key(value) if keyed and (not unkeyed_share or rng.random() >= unkeyed_share) else None
+            await producer.send(topic, value=value, key=key)
             sent += 1
             if progress is not None:
                 progress.update(1)  # type: ignore[attr-defined]
