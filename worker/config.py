@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         2 * 86400, ge=0, description="wall clock: events older than this update state but fire nothing")
     offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(2000, ge=1)
+    max_partition_fetch_bytes: int = Field(
+        65_536, ge=1024, description="Kafka max.partition.fetch.bytes: small, so that a batch holds every "
+                                     "partition's records and the event-time watermark keeps up with them")
     fetch_max_wait_ms: int = Field(100, ge=10, le=60_000, description="Kafka fetch.max.wait.ms (faust fixes 1500)")
     changelog_exact_end_offsets: bool = Field(
         True, description="end each changelog write with a one-record batch, for brokers (Tansu) that report "

@@ -185,6 +185,7 @@ def make_app(settings: Settings, broker: str) -> BatchApp:
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
         web_bind=s.web_host, web_host=s.web_host, web_port=s.web_port, datadir=str(s.data_dir),
         producer_acks=-1, producer_request_timeout=s.produce_timeout_s,
+        consumer_max_fetch_size=s.max_partition_fetch_bytes,
     )
 
 
