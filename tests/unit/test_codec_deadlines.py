@@ -60,7 +60,8 @@ def test_round_trip_puts_every_field_back_in_its_place():
         first_seen=t0 + 1, last_seen=t0 + 2.5, last_activity=t0 + 3, first_activity=t0 + 4.25, last_login=t0 + 5,
         first_purchase=t0 + 6, last_purchase=t0 + 7.75, logins=8, orders=9, revenue=10.5, active_days=0b1011,
         tickets={"t-1": Ticket(t0 + 12, 0.0, t0 + 12.5)}, last_csat=3, last_csat_at=t0 + 14, last_nps=5,
-        last_nps_at=t0 + 16, bad_support=17, last_bad_support_at=t0 + 18.5, recent_ids=(19, 20, 2**64 - 1),
+        last_nps_at=t0 + 16, bad_support=17, last_bad_support_at=t0 + 18.5,
+        recent_ids={19: t0 + 1, 20: t0 + 2, 2**64 - 1: t0 + 3},
         fired={"checked_until": t0 + 21, "win_back": t0 + 22.5}, applied={23: 24, 2**32 - 1: 2**62})
     back = decode_state(encode_state(state))
     for name in CustomerState.__dataclass_fields__:
@@ -74,7 +75,7 @@ def test_round_trip_keeps_tickets_and_trigger_memory(policy):
     for state in states:
         back = decode_state(encode_state(state))
         assert back.tickets == state.tickets and back.fired == state.fired
-        assert back.recent_ids == state.recent_ids  # order kept: it is a window
+        assert back.recent_ids == state.recent_ids  # keys and their times
 
 
 def test_unknown_format_version_raises():
@@ -90,13 +91,16 @@ def test_unknown_format_version_raises():
 
 
 def test_typical_customer_is_small():
-    """Format 3 added 16 event-id keys of 64 bits (128 bytes; 32-bit keys collided at full
-    load) and the highest offset applied per source topic-partition (13 bytes each: a keyed
-    customer reads from one, or two with forwarded events); format 4 the events waiting for
-    the watermark (2 bytes when none wait)."""
+    """Format 3 added event-id keys of 64 bits (32-bit keys collided at full load) and the
+    highest offset applied per source topic-partition (13 bytes each: a keyed customer
+    reads from one, or two with forwarded events); format 4 the events waiting for the
+    watermark (2 bytes when none wait) and each id's event time (12 bytes an id, for the
+    ids within the lateness bound rather than a fixed 16)."""
     state = fold(typical_customer())
-    state = replace(state, applied={source_code("customer-events", 2): 123_456_789,
-                                    source_code("churn-worker-events-by-customer", 2): 42})
+    # the worker keeps the ids of the events within the lateness bound of the watermark
+    recent = {k: t for k, t in state.recent_ids.items() if t >= state.last_seen - 3 * DAY}
+    state = replace(state, recent_ids=recent, applied={source_code("customer-events", 2): 123_456_789,
+                                                       source_code("churn-worker-events-by-customer", 2): 42})
     assert state.activities == 57 and state.active_days.bit_count() >= 40
     size = len(encode_state(state))
     print(f"\nencoded state of a typical customer (60 events over 90 days): {size} bytes")
@@ -118,7 +122,7 @@ def test_a_state_written_by_format_2_still_loads(policy):
     old = decode_state(FORMAT_2_RECORD)
     expected = states_to_check(policy)[-1]
     assert replace(old, recent_ids=expected.recent_ids) == expected  # every field but the ids
-    assert old.recent_ids == () and old.applied == {}  # 32-bit keys cannot match 64-bit ones
+    assert old.recent_ids == {} and old.applied == {}  # 32-bit keys cannot match 64-bit ones
     assert decode_state(encode_state(old)) == old and encode_state(old)[0] == FORMAT == 4
 
 
@@ -138,7 +142,10 @@ def test_a_state_written_by_format_3_still_loads(policy):
     old = decode_state(FORMAT_3_RECORD)
     expected = replace(states_to_check(policy)[-1], applied={source_code("customer-events", 2): 123_456_789,
                                                             source_code("churn-worker-events-by-customer", 2): 42})
-    assert old == expected and old.pending == ()
+    # format 3 kept no times with its ids: they are kept as of the newest event
+    assert list(old.recent_ids) == list(expected.recent_ids)
+    assert set(old.recent_ids.values()) == {float(int(old.last_seen))}
+    assert replace(old, recent_ids=expected.recent_ids) == expected and old.pending == ()
     assert decode_state(encode_state(old)) == old
 
 

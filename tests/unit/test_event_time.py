@@ -43,7 +43,7 @@ EVENTS = history()
 
 def comparable(state: CustomerState) -> CustomerState:
     """Everything but the bookkeeping of what arrived how (the last ids in arrival order, offsets)."""
-    return replace(state, recent_ids=(), applied={})
+    return replace(state, recent_ids={}, applied={})
 
 
 def sorted_pass(ctx: Context) -> tuple[dict, set]:

@@ -113,5 +113,5 @@ def test_any_order_within_the_lateness_bound_folds_to_the_same_state(jitter):
                                   key=lambda pair: pair[0])]
     state, expected = _fold(order), _fold(EVENTS)
     # the id window keeps the last ids in arrival order; everything else is order-free
-    assert replace(state, recent_ids=()) == replace(expected, recent_ids=())
+    assert replace(state, recent_ids={}) == replace(expected, recent_ids={})
     assert sorted(state.recent_ids) == sorted(expected.recent_ids)

@@ -78,7 +78,7 @@ def _distinct_state() -> CustomerState:
     """Every field a different value, so a field written into the wrong slot shows."""
     values = {f.name: type(f.default)(i + 1) for i, f in enumerate(fields(CustomerState))
               if isinstance(f.default, (int, float))}
-    values.update(tickets={"t": Ticket(1.0)}, recent_ids=(7, 8), fired={"win_back": 3.0})
+    values.update(tickets={"t": Ticket(1.0)}, recent_ids={7: 1.0, 8: 2.0}, fired={"win_back": 3.0})
     return CustomerState(**values)
 
 

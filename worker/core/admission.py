@@ -69,8 +69,8 @@ def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward:
     key = parsed.customer_id.encode()
     if msg.key != key or msg.partition != partition_of(key, rules.partitions):
         return Forward(key, parsed.type, parsed.occurred_at)
-    source, offset = _origin(msg, rules)
-    return Item(parsed.customer_id, parsed, ref=msg, source=source, offset=offset)
+    source, offset, forwarded = _origin(msg, rules)
+    return Item(parsed.customer_id, parsed, ref=msg, source=source, offset=offset, forwarded=forwarded)
 
 
 def origin_header(msg: Any) -> tuple[str, bytes]:
@@ -78,14 +78,14 @@ def origin_header(msg: Any) -> tuple[str, bytes]:
     return ORIGIN_HEADER, f"{msg.partition}:{msg.offset}:{msg.topic}".encode()
 
 
-def _origin(msg: Any, rules: Rules) -> tuple[int, int]:
+def _origin(msg: Any, rules: Rules) -> tuple[int, int, bool]:
     if msg.topic not in rules.input_topics and (raw := header(msg, ORIGIN_HEADER)) is not None:
         try:
             partition, offset, topic = raw.decode().split(":", 2)
-            return source_code(topic, int(partition), forwarded=True), int(offset)
+            return source_code(topic, int(partition), forwarded=True), int(offset), True
         except (ValueError, UnicodeDecodeError):
             pass  # not written by this worker: the copy's own record names it
-    return source_code(msg.topic, msg.partition), msg.offset
+    return source_code(msg.topic, msg.partition), msg.offset, False
 
 
 def tick_value(deadline: float) -> bytes:

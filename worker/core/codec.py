@@ -8,7 +8,7 @@ Layout (little-endian), 100-200 bytes for a typical customer:
     2 I   logins, orders
     b b H last_csat, last_nps, bad_support
     12 s  the 90-day activity bitmap
-    B + n Q            recent event-id keys (64-bit)
+    B + n Q + n I      recent event-id keys (64-bit), then their events' times (whole seconds)
     B + n (B+id, 3 d)  tickets: id, opened_at, resolved_at, status_at
     B + n (B, d)       trigger memory: key code, time
     B + n (I, q)       highest offset applied per source topic-partition: source code, offset
@@ -60,6 +60,7 @@ def encode_state(state: CustomerState) -> bytes:
         _middle_struct(len(ids)).pack(  # counts saturate rather than fail
             min(state.logins, _U32), min(state.orders, _U32), state.last_csat, state.last_nps,
             min(state.bad_support, _U16), state.active_days.to_bytes(_BITMAP_BYTES, "little"), len(ids), *ids),
+        _id_times_struct(len(ids)).pack(*[min(max(int(t), 0), _U32) for t in ids.values()]),
         bytes((len(tickets),)),
     ]
     for ticket_id, t in tickets.items():
@@ -152,6 +153,10 @@ def _memory_struct(n: int) -> struct.Struct:
     return _MEMORIES[n] if n < len(_MEMORIES) else struct.Struct("<B" + "Bd" * n)
 
 
+def _id_times_struct(n: int) -> struct.Struct:
+    return _ID_TIMES[n] if n < len(_ID_TIMES) else struct.Struct(f"<{n}I")
+
+
 def _ids_struct(n: int, version: int = FORMAT) -> struct.Struct:
     if version == 2:
         return struct.Struct(f"<{n}I")
@@ -187,6 +192,7 @@ _get_times = attrgetter(*_TIMES)
 # which of the times a set of presence flags holds, in order
 _SLOTS = tuple(tuple(i for i in range(len(_TIMES)) if present >> i & 1) for present in range(1 << len(_TIMES)))
 _IDS = tuple(struct.Struct(f"<{n}Q") for n in range(RECENT_IDS + 1))
+_ID_TIMES = tuple(struct.Struct(f"<{n}I") for n in range(RECENT_IDS + 1))
 _BITS = tuple(1 << i for i in range(len(_TIMES)))
 _MIDDLE_HEAD = f"{_COUNTS.format}{_BITMAP_BYTES}sB"
 _MIDDLE = tuple(struct.Struct(f"{_MIDDLE_HEAD}{n}Q") for n in range(RECENT_IDS + 1))
@@ -210,9 +216,17 @@ def decode_state(raw: bytes) -> CustomerState:
     pos += _COUNTS.size
     active_days = int.from_bytes(raw[pos:pos + _BITMAP_BYTES], "little")
     pos += _BITMAP_BYTES
-    ids = _ids_struct(raw[pos], version)
-    recent_ids = ids.unpack_from(raw, pos + 1) if version > 2 else ()  # format 2: 32-bit keys, dropped
-    tickets, pos = _unpack_tickets(raw, pos + 1 + ids.size)
+    n = raw[pos]
+    ids = _ids_struct(n, version)
+    keys = ids.unpack_from(raw, pos + 1) if version > 2 else ()  # format 2: 32-bit keys, dropped
+    pos += 1 + ids.size
+    if version > 3:
+        times: tuple = _id_times_struct(n).unpack_from(raw, pos)
+        pos += 4 * n
+    else:  # format 3 kept no times: kept as of the newest event, until the window moves past it
+        times = (float(int(t[1])),) * len(keys)
+    recent_ids = dict(zip(keys, map(float, times)))
+    tickets, pos = _unpack_tickets(raw, pos)
     memory, pos = _unpack_memory(raw, pos)
     applied, pos = _unpack_applied(raw, pos) if version > 2 else ({}, pos)
     pending, pos = _unpack_pending(raw, pos) if version > 3 else ((), pos)

@@ -20,13 +20,13 @@ from worker.core.messages import build_trigger
 from worker.core.policy import Policy
 from worker.core.state import (
     EMPTY,
-    RECENT_IDS,
     CustomerState,
     event_key,
     fold,
     hold,
     is_redelivered,
     release,
+    remember,
     with_fired,
 )
 from worker.core.triggers import (
@@ -52,6 +52,7 @@ class Item(NamedTuple):
     ref: Any = None  # the app's handle on the source message (for dead letters)
     source: int = 0
     offset: int = -1  # -1: no record (replays, training): only event ids de-duplicate
+    forwarded: bool = False  # a copy through the repartition topic: judged late where it arrived first
 
 
 @dataclass
@@ -213,18 +214,18 @@ def _advance(item: Item, state: CustomerState, ctx: Context, result: Result) -> 
     if (item.offset >= 0 and is_redelivered(state, item.source, item.offset)) or key in state.recent_ids:
         result.outcomes[(event.type, "duplicate")] += 1
         return state
-    if event.occurred_at < ctx.late_before:
+    if event.occurred_at < ctx.late_before and not item.forwarded:
         result.outcomes[(event.type, "late")] += 1
         result.late.append(item)
         return state
     result.outcomes[(event.type, "applied")] += 1
     applied = {**state.applied, item.source: item.offset} if item.offset >= 0 else state.applied
     if event.occurred_at > ctx.release_at:  # counted in now (id, offset), folded once the watermark passes it
-        return hold(state, event, key, applied)
+        return hold(state, event, key, applied, ctx.late_before)
     # silence that ended before this event still counts, decided at its own deadline
     state = yield from _catch_up(item.customer_id, state, event.occurred_at, ctx)
-    return (yield from _decide_event(item.customer_id, fold(state, event, (*state.recent_ids, key)[-RECENT_IDS:],
-                                                            applied), event, ctx))
+    ids = remember(state.recent_ids, key, event.occurred_at, ctx.late_before)
+    return (yield from _decide_event(item.customer_id, fold(state, event, ids, applied), event, ctx))
 
 
 def _decide_event(customer_id: str, state: CustomerState, event: Event, ctx: Context) -> Walk:

@@ -21,8 +21,11 @@ DAY = 86400.0
 KEPT_DAYS = 90  # the activity bitmap's span, in days (the longest feature window)
 # Redelivered records are recognised by their source offsets (`applied`); the event ids
 # catch what offsets cannot: a producer that sends one event twice (a retry, a resend from
-# further back). A customer's last 16 ids cover a producer's retries.
+# further back). A state keeps the ids of its events within the lateness bound of the
+# watermark (older copies are refused as late anyway), at most MAX_RECENT_IDS of them;
+# with no watermark (a replay in time order) its last RECENT_IDS.
 RECENT_IDS = 16
+MAX_RECENT_IDS = 128
 MAX_TICKETS = 32  # kept per customer (open ones first, newest first); the codec counts them in a byte
 _WINDOW_MASK = (1 << KEPT_DAYS) - 1
 
@@ -57,7 +60,7 @@ class CustomerState:
     last_nps_at: float = 0.0
     bad_support: int = 0
     last_bad_support_at: float = 0.0
-    recent_ids: tuple[int, ...] = ()
+    recent_ids: dict[int, float] = field(default_factory=dict)  # event-id key -> its event time
     fired: dict[str, float] = field(default_factory=dict)     # trigger memory, kept by worker.core.triggers
     # per source topic-partition (source_code), the highest offset applied: a redelivered
     # record at or below it changes nothing, however long the redelivered span
@@ -100,20 +103,34 @@ def apply_event(state: CustomerState, event: Event) -> CustomerState:
     return apply_keyed(state, event, event_key(event.event_id), state.applied)
 
 
-def apply_keyed(state: CustomerState, event: Event, key: int, applied: dict[int, int]) -> CustomerState:
+def apply_keyed(state: CustomerState, event: Event, key: int, applied: dict[int, int],
+                horizon: float = float("-inf")) -> CustomerState:
     """apply_event for a caller that has the event's key already and records the source
     offsets it applied (the pipeline): one hash and one new state per event."""
     if key in state.recent_ids:
         return state
-    return fold(state, event, (state.recent_ids + (key,))[-RECENT_IDS:], applied)
+    return fold(state, event, remember(state.recent_ids, key, event.occurred_at, horizon), applied)
 
 
-def hold(state: CustomerState, event: Event, key: int, applied: dict[int, int]) -> CustomerState:
+def remember(ids: dict[int, float], key: int, t: float, horizon: float) -> dict[int, float]:
+    """The event ids to keep with one more: those of events at or after `horizon` (the
+    watermark less the lateness bound), at most MAX_RECENT_IDS, the newest; with no horizon
+    the last RECENT_IDS."""
+    kept = {k: v for k, v in ids.items() if v >= horizon} if ids else {}
+    kept[key] = float(int(t))  # whole seconds, as the codec keeps them
+    limit = RECENT_IDS if horizon == float("-inf") else MAX_RECENT_IDS
+    if len(kept) > limit:
+        kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-limit:])
+    return kept
+
+
+def hold(state: CustomerState, event: Event, key: int, applied: dict[int, int],
+         horizon: float = float("-inf")) -> CustomerState:
     """The state with `event` counted in (its id and offset) but waiting to be folded, in
     event-time order among the others waiting (ties by event id: one order for every run)."""
     waiting = event._replace(customer_id="")  # the state's key says whose it is
     pending = tuple(sorted((*state.pending, waiting), key=_time_order))
-    return _with_pending(state, pending=pending, recent_ids=(state.recent_ids + (key,))[-RECENT_IDS:],
+    return _with_pending(state, pending=pending, recent_ids=remember(state.recent_ids, key, event.occurred_at, horizon),
                          applied=applied)
 
 
@@ -127,7 +144,7 @@ def _time_order(event: Event) -> tuple[float, str]:
     return event.occurred_at, event.event_id
 
 
-def fold(state: CustomerState, event: Event, recent_ids: tuple[int, ...], applied: dict[int, int]) -> CustomerState:
+def fold(state: CustomerState, event: Event, recent_ids: dict[int, float], applied: dict[int, int]) -> CustomerState:
     """The event folded into the aggregates; the caller has decided it is new."""
     t = event.occurred_at
     # min and max written out (here and below: these run for every event and decision point,

@@ -47,7 +47,7 @@ class BatchHandler:
         """One batch of faust messages (topic, partition, offset, key, value, headers, timestamp)."""
         started, wall = time.monotonic(), time.time()
         arrived_at = self.silence.watermark()  # what this batch's events are late against
-        items, outbox = self._admit(batch, wall)
+        items, outbox = self._admit(batch, wall, arrived_at - self.settings.lateness_s)
         due = self.silence.due_checks()
         try:
             pending = [await self.send(*out) for out in outbox]
@@ -64,7 +64,7 @@ class BatchHandler:
         observe_many(self.metrics.latency, [max(now - msg.timestamp, 0.0) for msg in batch])
         self.metrics.batch_seconds.observe(time.monotonic() - started)
 
-    def _admit(self, batch: list[Any], wall: float) -> tuple[list[Item], list[Outgoing]]:
+    def _admit(self, batch: list[Any], wall: float, late_before: float) -> tuple[list[Item], list[Outgoing]]:
         """The batch's inputs for the pipeline, and what to send instead of the others."""
         items: list[Item] = []
         outbox: list[Outgoing] = []
@@ -84,6 +84,11 @@ class BatchHandler:
                     if msg.topic == repartition and (origin := header(msg, ORIGIN_HEADER)) is not None:
                         silence.arrived(origin)
                 items.append(admitted)
+            elif isinstance(admitted, Forward) and admitted.occurred_at < late_before:
+                # late where it arrived: judged here, against this batch's watermark, since its
+                # copy may reach its customer's worker behind another watermark (after a restart)
+                events.labels(admitted.event_type, "late").inc()
+                outbox.append(self.dead_letter(self.late(msg, admitted.key.decode()), msg))
             elif isinstance(admitted, Forward):
                 events.labels(admitted.event_type, "repartitioned").inc()
                 name, origin = origin_header(msg)
@@ -144,9 +149,7 @@ class BatchHandler:
                                            encode(trigger), None))
             triggers.labels(trigger["type"]).inc()
         for item in result.late:
-            bad = InvalidEvent("late", f"older than the event-time watermark by more than "
-                                       f"{self.settings.lateness_s:.0f} s", item.ref.value, item.customer_id)
-            pending.append(await self.send(*self.dead_letter(bad, item.ref)))
+            pending.append(await self.send(*self.dead_letter(self.late(item.ref, item.customer_id), item.ref)))
 
     async def _quarantine(self, items: list[Item], failures: list[tuple[Item, Exception]], pending: list) -> None:
         """Dead-letter the items that failed one by one (`processing_failed`), unless most of
@@ -160,6 +163,11 @@ class BatchHandler:
                 continue
             log.error("dead-lettering an item the worker failed on: %s", item.ref, exc_info=error)
             pending.append(await self.send(*self.failed_on(item.ref, error, item.customer_id)))
+
+    def late(self, msg: Any, customer_id: str) -> InvalidEvent:
+        bound = self.settings.lateness_s
+        return InvalidEvent("late", f"older than the event-time watermark by more than {bound:.0f} s", msg.value,
+                            customer_id)
 
     def failed_on(self, msg: Any, error: BaseException, customer_id: str | None = None) -> Outgoing:
         """The dead letter of a valid message the worker's own code failed on."""
