@@ -383,3 +383,16 @@ def test_a_forwarded_copy_is_not_judged_late_again(ctx):
     assert process([Item("fw", old, source=5, offset=1)], {}, live).outcomes == Counter({("login", "late"): 1})
     copy = process([Item("fw", old, source=5, offset=1, forwarded=True)], {}, live)
     assert copy.outcomes == Counter({("login", "applied"): 1}) and copy.states["fw"].logins == 1
+
+
+def test_an_earlier_event_at_a_later_offset_does_not_hide_the_records_before_it(ctx):
+    """One fetch: a login at offset 10 (day 5) and, at offset 12, a resend of a purchase
+    from day 4 whose first copy has not arrived yet. Taken in time order, the purchase goes
+    first; the login at the lower offset is still applied, not taken for a redelivery."""
+    login_ = Item("o", login(at(5), "o"), source=1, offset=10)
+    resend = Item("o", purchase(at(4), "9.00", "o"), source=1, offset=12)
+    result = process([login_, resend], {}, ctx)
+    state = result.states["o"]
+    assert (state.logins, state.orders, state.applied) == (1, 1, {1: 12})
+    assert process([login_, resend], result.states, ctx).outcomes == Counter(
+        {("login", "duplicate"): 1, ("purchase", "duplicate"): 1})  # redelivered after a crash

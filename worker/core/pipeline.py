@@ -201,17 +201,20 @@ def merge(into: Result, other: Result) -> None:
 
 
 def _walk(customer_id: str, state: CustomerState, items: list[Item], ctx: Context, result: Result) -> Walk:
+    before = state  # what was applied before this batch: its items come in time order, not offset order
     for item in items:
-        state = yield from _advance(item, state, ctx, result)
+        state = yield from _advance(item, state, ctx, result, before)
     return state
 
 
-def _advance(item: Item, state: CustomerState, ctx: Context, result: Result) -> Walk:
+def _advance(item: Item, state: CustomerState, ctx: Context, result: Result, before: CustomerState) -> Walk:
     event = item.event
     if event is None:
         return (yield from _catch_up(item.customer_id, state, item.deadline, ctx))
     key = event_key(event.event_id)
-    if (item.offset >= 0 and is_redelivered(state, item.source, item.offset)) or key in state.recent_ids:
+    # a record is redelivered if it was applied before this batch (a fetch holds each record
+    # once): within the batch an earlier event can sit at a later offset of the same source
+    if (item.offset >= 0 and is_redelivered(before, item.source, item.offset)) or key in state.recent_ids:
         result.outcomes[(event.type, "duplicate")] += 1
         return state
     if event.occurred_at < ctx.late_before and not item.forwarded:
@@ -219,7 +222,8 @@ def _advance(item: Item, state: CustomerState, ctx: Context, result: Result) -> 
         result.late.append(item)
         return state
     result.outcomes[(event.type, "applied")] += 1
-    applied = {**state.applied, item.source: item.offset} if item.offset >= 0 else state.applied
+    applied = ({**state.applied, item.source: max(item.offset, state.applied.get(item.source, -1))}
+               if item.offset >= 0 else state.applied)
     if event.occurred_at > ctx.release_at:  # counted in now (id, offset), folded once the watermark passes it
         return hold(state, event, key, applied, ctx.late_before)
     # silence that ended before this event still counts, decided at its own deadline
