@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -16,7 +15,7 @@ from worker.config import load_settings
 from worker.core.events import format_time
 from worker.core.partitioner import partition_of
 from worker.harness.conditions import read_to_end
-from worker.harness.process import WorkerProcess, wait_settled
+from worker.harness.process import WorkerProcess, wait_settled, wait_until
 from worker.tools.bench import bench_stream
 from worker.tools.kafka_io import create_topics, produce
 
@@ -50,15 +49,6 @@ def owned(worker: WorkerProcess, settings) -> set[int]:
     return parts
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_joining_worker_takes_over_partitions_without_losing_or_repeating_events(broker, tmp_path):
     env = topic_env("rebal")
     settings = load_settings(**{k[6:].lower(): v for k, v in env.items()})
@@ -68,7 +58,7 @@ def test_a_joining_worker_takes_over_partitions_without_losing_or_repeating_even
     second = None
     try:
         run(produce(broker.bootstrap, settings.input_topics[0], purchases(0)))
-        wait_for(lambda: first.consumed() >= CUSTOMERS * 3, 120, "the first worker to apply the first round")
+        wait_until(lambda: first.consumed() >= CUSTOMERS * 3, "the first worker to apply the first round", 120)
         assert owned(first, settings) == set(range(settings.topic_partitions))
 
         # the second round arrives while the second worker joins: the group rebalances under input
@@ -77,7 +67,7 @@ def test_a_joining_worker_takes_over_partitions_without_losing_or_repeating_even
         feeder.start()
         second = WorkerProcess(broker.bootstrap, {**env, "CHURN_DATA_DIR": str(tmp_path / "b")}, tmp_path / "b.log")
         second.start(timeout=240)  # ready: assigned, recovered from the changelog, not rebalancing
-        wait_for(lambda: first.get("/ready")[0] == 200 and owned(second, settings), 120, "the rebalance to settle")
+        wait_until(lambda: first.get("/ready")[0] == 200 and owned(second, settings), "the rebalance to settle", 120)
         mine, theirs = owned(first, settings), owned(second, settings)
         assert mine and theirs and not mine & theirs and mine | theirs == set(range(settings.topic_partitions))
         feeder.join()
@@ -116,7 +106,7 @@ def test_a_worker_stopped_mid_stream_finishes_its_batch_and_its_successor_repeat
     run(produce(broker.bootstrap, settings.input_topics[0], stream))
     first = WorkerProcess(broker.bootstrap, {**env, "CHURN_DATA_DIR": str(tmp_path / "a")}, tmp_path / "a.log").start()
     try:
-        wait_for(lambda: first.consumed() >= 4_000, 60, "the first worker to get going")
+        wait_until(lambda: first.consumed() >= 4_000, "the first worker to get going", 60)
     finally:
         first.stop()  # SIGTERM, most likely in the middle of a batch
     second = WorkerProcess(broker.bootstrap, {**env, "CHURN_DATA_DIR": str(tmp_path / "b")}, tmp_path / "b.log")

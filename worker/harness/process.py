@@ -27,6 +27,16 @@ from worker.harness.conditions import overdue_silence, ticks_sent, uncommitted
 POLL_S = 0.3  # between two checks of a condition
 
 
+def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> None:
+    """Check `predicate` every POLL_S until it holds; an AssertionError naming `what` when it
+    has not held within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(POLL_S)
+
+
 def scrape(port: int) -> dict[tuple, float]:
     """Samples of a worker's /metrics as {(name, (label, value)...): value}."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
