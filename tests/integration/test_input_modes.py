@@ -31,9 +31,11 @@ def modes(broker, tmp_path_factory):
     events = generate(customers=200, days=75, seed=5, start=START)
     keyed = corrupt(events, 0.01, seed=2)  # with malformed messages and redeliveries
     # unkeyed: the worker forwards them to their customers' partitions first (one event per
-    # customer: the order forwarded events arrive in depends on timing)
+    # customer: the order forwarded events arrive in depends on timing). Sent after the
+    # stream, they are dated at its end: days behind it, whether they count as late would
+    # depend on how far the watermark had come when they arrived
     unkeyed = [json.dumps({"schema_version": 1, "event_id": f"u-{n}", "type": "login", "customer_id": f"u-{n}",
-                           "occurred_at": f"2026-01-{10 + n % 20:02d}T08:00:00+00:00"}).encode() for n in range(30)]
+                           "occurred_at": f"2026-03-{20 + n % 3:02d}T08:00:00+00:00"}).encode() for n in range(30)]
     shared = topic_env("modes")
     inputs = shared["CHURN_INPUT_TOPICS"]
     run(create_topics(broker.bootstrap, [inputs], 4))
