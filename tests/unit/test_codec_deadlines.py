@@ -150,13 +150,13 @@ def test_a_state_written_by_format_3_still_loads(policy):
 
 
 def test_events_waiting_for_the_watermark_round_trip():
-    from worker.core.state import event_key, hold
+    from worker.core.state import hold
 
     state = fold(typical_customer())
     waiting = [login(at(95), "c-000123"), purchase(at(94, 3), "12.34", "c-000123"),
                support(at(96), "resolved", "T-é", "c-000123", csat=1), support(at(97), "opened", "T-2")]
     for e in waiting:
-        state = hold(state, e, event_key(e.event_id), state.applied)
+        state = hold(state, e, state.applied)
     back = decode_state(encode_state(state))
     assert back == state
     assert [e.occurred_at for e in back.pending] == sorted(e.occurred_at for e in waiting)

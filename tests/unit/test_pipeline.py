@@ -396,3 +396,41 @@ def test_an_earlier_event_at_a_later_offset_does_not_hide_the_records_before_it(
     assert (state.logins, state.orders, state.applied) == (1, 1, {1: 12})
     assert process([login_, resend], result.states, ctx).outcomes == Counter(
         {("login", "duplicate"): 1, ("purchase", "duplicate"): 1})  # redelivered after a crash
+
+
+def test_two_copies_of_one_forwarded_record_in_one_batch_count_once(ctx):
+    """An event forwarded before a crash and again after it: both copies name its original
+    record, and both can come in one fetch. The customer's backlog (newer events waiting for
+    the watermark) fills the event ids kept, so the older copy's id is not kept: its record
+    must be what recognises the second copy."""
+    from worker.core.state import MAX_RECENT_IDS, source_code
+
+    t = at(10)
+    live = replace(ctx, watermark=t, arrived_at=t)
+    backlog = [Item("fw", login(at(11, minutes=m), "fw"), source=1, offset=m) for m in range(MAX_RECENT_IDS)]
+    copy = Item("fw", purchase(at(9), "5.00", "fw"), source=source_code("events", 3, forwarded=True), offset=40,
+                forwarded=True)
+    waiting = process(backlog, {}, live).states
+    result = process([copy, copy], waiting, live)
+    assert result.outcomes[("purchase", "applied")] == 1 and result.outcomes[("purchase", "duplicate")] == 1
+    assert result.states["fw"].orders == 1
+
+
+def test_a_producers_copy_is_caught_behind_a_backlog_longer_than_the_id_window(ctx):
+    """The watermark stands still (a source not yet read after a restart) while one input
+    partition runs ahead: more than MAX_RECENT_IDS of the customer's events wait in its
+    state. They must not push out the id of the event folded just before them, and a
+    resend of one of them (through another partition) is a duplicate too."""
+    from worker.core.state import MAX_RECENT_IDS
+
+    t = at(10)
+    stuck = replace(ctx, watermark=t, arrived_at=t)
+    before = login(at(9, 23), "bk")
+    events = [login(at(10, minutes=10 * n + 5), "bk") for n in range(MAX_RECENT_IDS + 40)]  # within the bound
+    items = [Item("bk", before, source=1, offset=0)] + [Item("bk", e, source=1, offset=n + 1)
+                                                        for n, e in enumerate(events)]
+    backlog = process(items, {}, stuck)
+    assert len(backlog.states["bk"].pending) == len(events) and backlog.states["bk"].logins == 1
+    for event in (before, events[0], events[-1]):
+        resend = process([Item("bk", event, source=2, offset=0)], backlog.states, stuck)
+        assert resend.outcomes == Counter({("login", "duplicate"): 1}), event

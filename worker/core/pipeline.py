@@ -25,6 +25,7 @@ from worker.core.state import (
     fold,
     hold,
     is_redelivered,
+    is_waiting,
     release,
     remember,
     with_fired,
@@ -202,21 +203,31 @@ def merge(into: Result, other: Result) -> None:
 
 def _walk(customer_id: str, state: CustomerState, items: list[Item], ctx: Context, result: Result) -> Walk:
     before = state  # what was applied before this batch: its items come in time order, not offset order
+    seen: set[tuple[int, int]] = set()  # the records taken in this batch
     for item in items:
-        state = yield from _advance(item, state, ctx, result, before)
+        state = yield from _advance(item, state, ctx, result, before, seen)
     return state
 
 
-def _advance(item: Item, state: CustomerState, ctx: Context, result: Result, before: CustomerState) -> Walk:
+def _advance(item: Item, state: CustomerState, ctx: Context, result: Result, before: CustomerState,
+             seen: set[tuple[int, int]]) -> Walk:
     event = item.event
     if event is None:
         return (yield from _catch_up(item.customer_id, state, item.deadline, ctx))
     key = event_key(event.event_id)
-    # a record is redelivered if it was applied before this batch (a fetch holds each record
-    # once): within the batch an earlier event can sit at a later offset of the same source
-    if (item.offset >= 0 and is_redelivered(before, item.source, item.offset)) or key in state.recent_ids:
+    # a record is redelivered if it was applied before this batch, or earlier in it: a fetch
+    # holds each record once, but the copies of a forwarded event (one per forwarding: it is
+    # forwarded again after a crash) name one original record. Offsets are compared with the
+    # state before the batch only: within it an earlier event can sit at a later offset of
+    # the same source. The event id is no proof here: a long backlog can push it out of
+    # the ids kept before its copy comes.
+    record = (item.source, item.offset)
+    if (item.offset >= 0 and (is_redelivered(before, *record) or record in seen)) or key in state.recent_ids or (
+            state.pending and is_waiting(state, event)):
         result.outcomes[(event.type, "duplicate")] += 1
         return state
+    if item.offset >= 0:
+        seen.add(record)
     if event.occurred_at < ctx.late_before and not item.forwarded:
         result.outcomes[(event.type, "late")] += 1
         result.late.append(item)
@@ -225,7 +236,7 @@ def _advance(item: Item, state: CustomerState, ctx: Context, result: Result, bef
     applied = ({**state.applied, item.source: max(item.offset, state.applied.get(item.source, -1))}
                if item.offset >= 0 else state.applied)
     if event.occurred_at > ctx.release_at:  # counted in now (id, offset), folded once the watermark passes it
-        return hold(state, event, key, applied, ctx.late_before)
+        return hold(state, event, applied)
     # silence that ended before this event still counts, decided at its own deadline
     state = yield from _catch_up(item.customer_id, state, event.occurred_at, ctx)
     ids = remember(state.recent_ids, key, event.occurred_at, ctx.late_before)
@@ -269,8 +280,8 @@ def _catch_up(customer_id: str, state: CustomerState, until: float, ctx: Context
         if waiting is not None and waiting <= until and (due is None or waiting < due):
             event, state = release(state)
             event = event._replace(customer_id=customer_id)
-            state = yield from _decide_event(customer_id, fold(state, event, state.recent_ids, state.applied), event,
-                                             ctx)
+            ids = remember(state.recent_ids, event_key(event.event_id), event.occurred_at, ctx.late_before)
+            state = yield from _decide_event(customer_id, fold(state, event, ids, state.applied), event, ctx)
         elif due is not None and due <= until:
             state = _checked_until(state, due)
             state = yield from _point(_Point(customer_id, state, due, None, _quiet(due, ctx)))

@@ -10,6 +10,7 @@ the same state as in-order ones; a redelivered `event_id` changes nothing.
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from typing import cast
@@ -124,14 +125,21 @@ def remember(ids: dict[int, float], key: int, t: float, horizon: float) -> dict[
     return kept
 
 
-def hold(state: CustomerState, event: Event, key: int, applied: dict[int, int],
-         horizon: float = float("-inf")) -> CustomerState:
-    """The state with `event` counted in (its id and offset) but waiting to be folded, in
-    event-time order among the others waiting (ties by event id: one order for every run)."""
+def hold(state: CustomerState, event: Event, applied: dict[int, int]) -> CustomerState:
+    """The state with `event` counted in (its offset) but waiting to be folded, in event-time
+    order among the others waiting (ties by event id: one order for every run). A waiting
+    event is its own id record (`is_waiting`); its id joins the ids kept when it is folded,
+    so a backlog waiting for the watermark does not push out the ids of the events before it."""
     waiting = event._replace(customer_id="")  # the state's key says whose it is
     pending = tuple(sorted((*state.pending, waiting), key=_time_order))
-    return _with_pending(state, pending=pending, recent_ids=remember(state.recent_ids, key, event.occurred_at, horizon),
-                         applied=applied)
+    return _with_pending(state, pending=pending, recent_ids=state.recent_ids, applied=applied)
+
+
+def is_waiting(state: CustomerState, event: Event) -> bool:
+    """`event` (its id at its time) is among the events waiting in the state."""
+    pending = state.pending
+    i = bisect_left(pending, _time_order(event), key=_time_order)
+    return i < len(pending) and pending[i].event_id == event.event_id and pending[i].occurred_at == event.occurred_at
 
 
 def release(state: CustomerState) -> tuple[Event, CustomerState]:
