@@ -29,7 +29,7 @@ import pytest
 
 from worker.core.events import Event, parse_event
 from worker.harness.conditions import read_to_end, uncommitted
-from worker.harness.process import POLL_S, WorkerProcess, wait_settled
+from worker.harness.process import POLL_S, WorkerProcess, wait_settled, wait_until
 from worker.tools.generate import corrupt, generate
 from worker.tools.kafka_io import create_topics, produce
 
@@ -161,3 +161,46 @@ def test_sigkilled_worker_counts_every_event_once_and_loses_no_trigger(broker, t
     assert len(clean["dead_letters"]) >= 10
     # trigger ids depend on wall time on the wall clock
     assert_as_clean(clean, chaos, expected, trigger_ids=clock == "event")
+
+
+def test_two_workers_one_sigkilled_mid_stream_and_restarted(broker, tmp_path):
+    """Two workers share the stream; one is SIGKILLed mid-stream (its partitions move to the
+    other, which gets their uncommitted span again), then restarted (the partitions move back,
+    their states recovered from the changelog). Counts, dead letters and trigger ids must be
+    those of one uninterrupted worker on the all-keyed stream."""
+    messages = stream("event")
+    expected = expected_counts(messages)
+    customers = sorted(expected)
+    keyed, mixed = produce_keyed_and_mixed(broker.bootstrap, "pair", messages)
+
+    def env(tag: str, inputs: str) -> dict:
+        return {**topic_env(f"pair-{tag}"), "CHURN_INPUT_TOPICS": inputs}
+
+    clean = run_once(broker, env("clean", keyed), tmp_path / "clean.log", customers)
+    shared = env("pair", mixed)
+
+    def worker(name: str) -> WorkerProcess:
+        return WorkerProcess(broker.bootstrap, {**shared, "CHURN_DATA_DIR": str(tmp_path / name)},
+                             tmp_path / f"{name}.log").start()
+
+    first, second = worker("first"), worker("second")
+    workers = [first, second]
+    try:
+        target = len(messages) // 4
+        wait_until(lambda: first.consumed() + second.consumed() >= target or not left_to_commit(first),
+                   "the pair to get going", 120)
+        os.kill(second.pid, signal.SIGKILL)
+        second.wait()
+        workers = [first]
+        # the survivor takes the killed worker's partitions and carries on before it comes back
+        taken = first.consumed()
+        wait_until(lambda: first.consumed() >= taken + len(messages) // 8 or not left_to_commit(first),
+                   "the survivor to take over", 120)
+        again = worker("second-again")
+        workers = [first, again]
+        wait_settled(workers)
+        chaos = outcome(workers, customers)
+    finally:
+        for w in workers:
+            w.stop()
+    assert_as_clean(clean, chaos, expected, trigger_ids=True)
