@@ -123,7 +123,7 @@ def test_a_state_written_by_format_2_still_loads(policy):
     expected = states_to_check(policy)[-1]
     assert replace(old, recent_ids=expected.recent_ids) == expected  # every field but the ids
     assert old.recent_ids == {} and old.applied == {}  # 32-bit keys cannot match 64-bit ones
-    assert decode_state(encode_state(old)) == old and encode_state(old)[0] == FORMAT == 4
+    assert decode_state(encode_state(old)) == old and encode_state(old)[0] == FORMAT == 5
 
 
 # The same customer as format 3 wrote it (before events waiting for the watermark), with
@@ -147,6 +147,38 @@ def test_a_state_written_by_format_3_still_loads(policy):
     assert set(old.recent_ids.values()) == {float(int(old.last_seen))}
     assert replace(old, recent_ids=expected.recent_ids) == expected and old.pending == ()
     assert decode_state(encode_state(old)) == old
+
+
+
+# The same customer as format 4 wrote it (ids counted in a byte), with two events waiting.
+FORMAT_4_RECORD = bytes.fromhex(
+    "04ff0369031455a569922449374a86da41922449374a86da411455a569922449374a86da41b836a769b8f4156acdcccccccc"
+    "c68340108ee869108ee8692a0000000f00000004080000adaa725dabaa5cd7aa2ad70110f6fefd7c426630837486d077e9fe"
+    "b22b3b991ffff5799304c11c80f0204bb1678e8d2595897c2a7148dc211dd0fab314d73f259052b00050f0c0cf814bafe46a"
+    "aed35b0f089e19de76f7c067004d59c960253967f1f457d90abbbb3aa915e94b66db52d3233fb9d3bfa69d482ac142f24fe1"
+    "fd0a89c9c17bbbf66b7759de9c948115fa69b8e8fc69b839fe69efbbff69268f026a5d62056ab822066a9435086aca080b6a"
+    "01dc0d6ab80b0e6a38af106a6f82136ab8f4156aa655166add28196a010d542d323032362d303030393831000000a8d279da"
+    "4100000084237ada4100000084237ada4103000a5e4eb65b88da41030a5e4eb65b88da4104922449374a86da41025cdb0784"
+    "15cd5b07000000009e48358b2a0000000000000002001c632d3030303938312d70757263686173652d313738303534323030"
+    "30010000008c3a88da41156f2d632d3030303938312d31373830353432303030ae47e17a14ae28400345555219632d303030"
+    "3938312d6c6f67696e2d3137383036313736303000000000608488da4103776562")
+
+
+def test_a_state_written_by_format_4_still_loads(policy):
+    old = decode_state(FORMAT_4_RECORD)
+    expected = replace(states_to_check(policy)[-1], applied={source_code("customer-events", 2): 123_456_789,
+                                                            source_code("churn-worker-events-by-customer", 2): 42})
+    assert replace(old, pending=()) == expected
+    assert [(e.type, e.occurred_at) for e in old.pending] == [("purchase", at(94, 3)), ("login", at(95))]
+    assert decode_state(encode_state(old)) == old and encode_state(old)[0] == FORMAT
+
+
+def test_more_ids_than_a_byte_counts_round_trip():
+    """A customer with hundreds of events within the lateness bound keeps all their ids."""
+    from worker.core.state import MAX_RECENT_IDS
+
+    state = replace(fold(typical_customer()), recent_ids={n: 1_780_000_000.0 + n for n in range(MAX_RECENT_IDS)})
+    assert decode_state(encode_state(state)) == state
 
 
 def test_events_waiting_for_the_watermark_round_trip():

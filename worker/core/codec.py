@@ -8,7 +8,7 @@ Layout (little-endian), 100-200 bytes for a typical customer:
     2 I   logins, orders
     b b H last_csat, last_nps, bad_support
     12 s  the 90-day activity bitmap
-    B + n Q + n I      recent event-id keys (64-bit), then their events' times (whole seconds)
+    H + n Q + n I      recent event-id keys (64-bit), then their events' times (whole seconds)
     B + n (B+id, 3 d)  tickets: id, opened_at, resolved_at, status_at
     B + n (B, d)       trigger memory: key code, time
     B + n (I, q)       highest offset applied per source topic-partition: source code, offset
@@ -16,7 +16,8 @@ Layout (little-endian), 100-200 bytes for a typical customer:
                        by type: login B+channel; purchase B+order id, d amount, B+currency;
                        support B+ticket id, B action, b csat, b nps (-1: none; a string of
                        length 0: none, as events have no empty strings). The customer id is the record's key.
-Decoding a record of an unknown format version fails loudly rather than guessing. Format 3
+Decoding a record of an unknown format version fails loudly rather than guessing. Format 4
+counted its ids in a byte (B; at most 128 were kept). Format 3
 (before waiting events) loads with none waiting. Format 2 (before source offsets; 32-bit
 event-id keys) still loads: its ids cannot be compared with 64-bit keys and are dropped,
 and it has no offsets yet (a redelivery that spans the upgrade is recognised by neither).
@@ -35,8 +36,8 @@ from operator import attrgetter
 from worker.core.events import EVENT_TYPES, SUPPORT_ACTIONS, Event
 from worker.core.state import KEPT_DAYS, RECENT_IDS, CustomerState, Ticket, build_state
 
-FORMAT = 4
-FORMATS_READ = (2, 3, 4)
+FORMAT = 5
+FORMATS_READ = (2, 3, 4, 5)
 _TIMES = ("first_seen", "last_seen", "last_activity", "first_activity", "last_login", "first_purchase",
           "last_purchase", "revenue", "last_csat_at", "last_nps_at", "last_bad_support_at")
 _FLAGS = struct.Struct("<BHH")
@@ -194,7 +195,7 @@ _SLOTS = tuple(tuple(i for i in range(len(_TIMES)) if present >> i & 1) for pres
 _IDS = tuple(struct.Struct(f"<{n}Q") for n in range(RECENT_IDS + 1))
 _ID_TIMES = tuple(struct.Struct(f"<{n}I") for n in range(RECENT_IDS + 1))
 _BITS = tuple(1 << i for i in range(len(_TIMES)))
-_MIDDLE_HEAD = f"{_COUNTS.format}{_BITMAP_BYTES}sB"
+_MIDDLE_HEAD = f"{_COUNTS.format}{_BITMAP_BYTES}sH"
 _MIDDLE = tuple(struct.Struct(f"{_MIDDLE_HEAD}{n}Q") for n in range(RECENT_IDS + 1))
 _APPLIED = tuple(struct.Struct("<B" + "Iq" * n) for n in range(9))
 _U16_STRUCT = struct.Struct("<H")
@@ -216,10 +217,13 @@ def decode_state(raw: bytes) -> CustomerState:
     pos += _COUNTS.size
     active_days = int.from_bytes(raw[pos:pos + _BITMAP_BYTES], "little")
     pos += _BITMAP_BYTES
-    n = raw[pos]
+    if version > 4:
+        n, width = _U16_STRUCT.unpack_from(raw, pos)[0], 2
+    else:  # formats 2 to 4 counted the ids in a byte
+        n, width = raw[pos], 1
     ids = _ids_struct(n, version)
-    keys = ids.unpack_from(raw, pos + 1) if version > 2 else ()  # format 2: 32-bit keys, dropped
-    pos += 1 + ids.size
+    keys = ids.unpack_from(raw, pos + width) if version > 2 else ()  # format 2: 32-bit keys, dropped
+    pos += width + ids.size
     if version > 3:
         times: tuple = _id_times_struct(n).unpack_from(raw, pos)
         pos += 4 * n

@@ -23,10 +23,12 @@ KEPT_DAYS = 90  # the activity bitmap's span, in days (the longest feature windo
 # Redelivered records are recognised by their source offsets (`applied`); the event ids
 # catch what offsets cannot: a producer that sends one event twice (a retry, a resend from
 # further back). A state keeps the ids of its events within the lateness bound of the
-# watermark (older copies are refused as late anyway), at most MAX_RECENT_IDS of them;
-# with no watermark (a replay in time order) its last RECENT_IDS.
+# watermark (older copies are refused as late anyway), at most MAX_RECENT_IDS of them (12
+# bytes each in the record: a customer with more events than that within the bound is a
+# bot or a test, not a person); with no watermark (a replay in time order) its last
+# RECENT_IDS.
 RECENT_IDS = 16
-MAX_RECENT_IDS = 128
+MAX_RECENT_IDS = 1024
 MAX_TICKETS = 32  # kept per customer (open ones first, newest first); the codec counts them in a byte
 _WINDOW_MASK = (1 << KEPT_DAYS) - 1
 
@@ -116,12 +118,18 @@ def apply_keyed(state: CustomerState, event: Event, key: int, applied: dict[int,
 def remember(ids: dict[int, float], key: int, t: float, horizon: float) -> dict[int, float]:
     """The event ids to keep with one more: those of events at or after `horizon` (the
     watermark less the lateness bound), at most MAX_RECENT_IDS, the newest; with no horizon
-    the last RECENT_IDS."""
-    kept = {k: v for k, v in ids.items() if v >= horizon} if ids else {}
+    the last RECENT_IDS. Ids come in about time order, so the older ones are let go when the
+    first one kept leaves the bound (one look instead of a pass over them all)."""
+    if ids and next(iter(ids.values())) < horizon:
+        kept = {k: v for k, v in ids.items() if v >= horizon}
+    else:
+        kept = dict(ids)
     kept[key] = float(int(t))  # whole seconds, as the codec keeps them
-    limit = RECENT_IDS if horizon == float("-inf") else MAX_RECENT_IDS
-    if len(kept) > limit:
-        kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-limit:])
+    excess = len(kept) - (RECENT_IDS if horizon == float("-inf") else MAX_RECENT_IDS)
+    if excess == 1:
+        del kept[min(kept, key=kept.__getitem__)]
+    elif excess > 1:
+        kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-(len(kept) - excess):])
     return kept
 
 
