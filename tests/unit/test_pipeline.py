@@ -434,3 +434,22 @@ def test_a_producers_copy_is_caught_behind_a_backlog_longer_than_the_id_window(c
     for event in (before, events[0], events[-1]):
         resend = process([Item("bk", event, source=2, offset=0)], backlog.states, stuck)
         assert resend.outcomes == Counter({("login", "duplicate"): 1}), event
+
+
+def test_a_resends_copy_forwarded_again_after_its_id_is_let_go_counts_once(ctx):
+    """A producer resends a login through another partition; its copy is a duplicate by id.
+    After a crash the copy is forwarded again, when the watermark has long passed the login
+    and its id is let go (a forwarded copy is not judged late again): the offset the first
+    copy left in the state must recognise it."""
+    from worker.core.state import event_key, source_code
+
+    original = login(at(10), "rs")
+    first = process([Item("rs", original, source=1, offset=5)], {}, replace(ctx, watermark=at(10), arrived_at=at(10)))
+    copy = Item("rs", original, source=source_code("events", 2, forwarded=True), offset=9, forwarded=True)
+    resent = process([copy], first.states, replace(ctx, watermark=at(10), arrived_at=at(10)))
+    assert resent.outcomes == Counter({("login", "duplicate"): 1})
+    later = replace(ctx, watermark=at(30), arrived_at=at(30))
+    moved = process([Item("rs", login(at(30), "rs"), source=1, offset=6)], resent.states, later)
+    assert moved.states["rs"].logins == 2 and event_key(original.event_id) not in moved.states["rs"].recent_ids
+    again = process([copy], moved.states, later)
+    assert again.outcomes == Counter({("login", "duplicate"): 1}) and again.states["rs"].logins == 2

@@ -28,6 +28,7 @@ from worker.core.state import (
     is_waiting,
     release,
     remember,
+    with_applied,
     with_fired,
 )
 from worker.core.triggers import (
@@ -222,19 +223,23 @@ def _advance(item: Item, state: CustomerState, ctx: Context, result: Result, bef
     # the same source. The event id is no proof here: a long backlog can push it out of
     # the ids kept before its copy comes.
     record = (item.source, item.offset)
-    if (item.offset >= 0 and (is_redelivered(before, *record) or record in seen)) or key in state.recent_ids or (
-            state.pending and is_waiting(state, event)):
+    if item.offset >= 0 and (is_redelivered(before, *record) or record in seen):
         result.outcomes[(event.type, "duplicate")] += 1
         return state
+    applied = state.applied
     if item.offset >= 0:
         seen.add(record)
+        applied = {**applied, item.source: max(item.offset, applied.get(item.source, -1))}
+    if key in state.recent_ids or (state.pending and is_waiting(state, event)):
+        # a producer's duplicate: its record is taken all the same, so that a copy of it
+        # forwarded again after a crash is known by its offset once the id is let go
+        result.outcomes[(event.type, "duplicate")] += 1
+        return with_applied(state, applied=applied) if applied is not state.applied else state
     if event.occurred_at < ctx.late_before and not item.forwarded:
         result.outcomes[(event.type, "late")] += 1
         result.late.append(item)
         return state
     result.outcomes[(event.type, "applied")] += 1
-    applied = ({**state.applied, item.source: max(item.offset, state.applied.get(item.source, -1))}
-               if item.offset >= 0 else state.applied)
     if event.occurred_at > ctx.release_at:  # counted in now (id, offset), folded once the watermark passes it
         return hold(state, event, applied)
     # silence that ended before this event still counts, decided at its own deadline

@@ -199,6 +199,7 @@ def updater(name: str, *changed: str):
 
 
 with_fired = updater("with_fired", "fired")
+with_applied = updater("with_applied", "applied")
 _with_pending = updater("_with_pending", "pending", "recent_ids", "applied")
 _ACTIVITY = ("first_seen", "last_seen", "recent_ids", "last_activity", "first_activity", "active_days", "applied")
 _with_login = updater("_with_login", *_ACTIVITY, "last_login", "logins")
