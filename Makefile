@@ -22,8 +22,8 @@ install: $(STAMP)  ## create .venv and install the worker with its dev extra
 test: lint typecheck  ## lint, typecheck, then the whole suite (unit, agent, integration on the embedded broker)
 	$(BIN)/python -m pytest -q
 
-chaos: install  ## the SIGKILL fault suite at full scale: ~50,000 events, 10% unkeyed, both clocks
-	CHURN_FAULTS_FULL=1 $(BIN)/python -m pytest -q tests/integration/test_faults.py
+chaos: install  ## the SIGKILL fault suite at full scale: 51,024 messages, 10% unkeyed, both clocks, two workers
+	CHURN_FAULTS_FULL=1 $(BIN)/python -m pytest -q -s tests/integration/test_faults.py
 
 test-unit: install  ## run only the fast pure tests
 	$(BIN)/python -m pytest -q tests/unit
