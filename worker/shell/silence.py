@@ -66,11 +66,16 @@ class Silence:
     def saw(self, topic: str, partition: int, event_time: float) -> None:
         self.clock.saw((topic, partition), event_time, time.monotonic())
 
-    def reading(self, source: Any) -> tuple[int | None, int | None]:
-        """A source's next offset to read and its end, as far as the last fetch told (None: not
-        known); with nothing delivered since the assignment, where the consumer started."""
+    def unread(self, source: Any) -> int | None:
+        """Records a source has left to read, as far as the last fetch told (None: not known)."""
+        end = self.highwater(*source)
+        if end is None:
+            return None
         last = self.last_offset.get(source)
-        return last + 1 if last is not None else self.start_offset(*source), self.highwater(*source)
+        if last is not None:
+            return max(end - last - 1, 0)
+        start = self.start_offset(*source)  # nothing delivered since the assignment
+        return max(end - start, 0) if start is not None else (0 if end == 0 else None)
 
     def forwarded(self, key: bytes, origin: bytes, event_time: float) -> None:
         """An event forwarded to its customer's repartition partition: in flight until read
@@ -83,7 +88,7 @@ class Silence:
 
     def watermark(self) -> float:
         """The event-time watermark of this worker's sources (0 until they have delivered)."""
-        return self.clock.current(time.monotonic(), self.reading)
+        return self.clock.current(time.monotonic(), self.unread)
 
     def now(self) -> float:
         return self.watermark() if self.settings.clock == "event" else time.time()
@@ -150,8 +155,7 @@ class Silence:
         active = self.active()
         s = self.settings
         self.held = active
-        replay = [(s.repartition_topic, p) for p in active]
-        self.clock.reset([(t, p) for t in s.input_topics for p in active] + replay, time.monotonic(), replay)
+        self.clock.reset([(t, p) for t in (*s.input_topics, s.repartition_topic) for p in active], time.monotonic())
         self.last_offset.clear()
         self.index.clear()
         count = waiting = 0
@@ -160,8 +164,6 @@ class Silence:
             if part in active and (state := self._decoded(key, raw, part)) is not None:
                 count += 1
                 waiting += len(state.pending)
-                if state.pending:
-                    self.clock.waiting(state.pending[-1].occurred_at)
                 self.index.set(key, next_due(self.policy, state))
             if n % REBUILD_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
