@@ -400,18 +400,19 @@ def test_an_earlier_event_at_a_later_offset_does_not_hide_the_records_before_it(
 
 def test_two_copies_of_one_forwarded_record_in_one_batch_count_once(ctx):
     """An event forwarded before a crash and again after it: both copies name its original
-    record, and both can come in one fetch. The customer's backlog (newer events waiting for
-    the watermark) fills the event ids kept, so the older copy's id is not kept: its record
-    must be what recognises the second copy."""
+    record, and both can come in one fetch. The customer has MAX_RECENT_IDS newer events
+    folded within the lateness bound, so the older copy's id is let go as soon as it is
+    kept: its record must be what recognises the second copy."""
     from worker.core.state import MAX_RECENT_IDS, source_code
 
-    t = at(10)
+    t = at(12)
     live = replace(ctx, watermark=t, arrived_at=t)
-    backlog = [Item("fw", login(at(11, minutes=m), "fw"), source=1, offset=m) for m in range(MAX_RECENT_IDS)]
-    copy = Item("fw", purchase(at(9), "5.00", "fw"), source=source_code("events", 3, forwarded=True), offset=40,
+    newer = [Item("fw", login(at(11, minutes=m / 2), "fw"), source=1, offset=m) for m in range(MAX_RECENT_IDS)]
+    copy = Item("fw", purchase(at(10), "5.00", "fw"), source=source_code("events", 3, forwarded=True), offset=40,
                 forwarded=True)
-    waiting = process(backlog, {}, live).states
-    result = process([copy, copy], waiting, live)
+    folded = process(newer, {}, live).states
+    assert not folded["fw"].pending and len(folded["fw"].recent_ids) == MAX_RECENT_IDS
+    result = process([copy, copy], folded, live)
     assert result.outcomes[("purchase", "applied")] == 1 and result.outcomes[("purchase", "duplicate")] == 1
     assert result.states["fw"].orders == 1
 
