@@ -126,6 +126,13 @@ def test_a_state_written_by_format_2_still_loads(policy):
     assert decode_state(encode_state(old)) == old and encode_state(old)[0] == FORMAT == 5
 
 
+def with_offsets(state: CustomerState) -> CustomerState:
+    """The state with the source offsets the format 3 and 4 records were written with: of an
+    input and a repartition partition."""
+    return replace(state, applied={source_code("customer-events", 2): 123_456_789,
+                                   source_code("churn-worker-events-by-customer", 2): 42})
+
+
 # The same customer as format 3 wrote it (before events waiting for the watermark), with
 # source offsets of an input and a repartition partition.
 FORMAT_3_RECORD = bytes.fromhex(
@@ -140,14 +147,12 @@ FORMAT_3_RECORD = bytes.fromhex(
 
 def test_a_state_written_by_format_3_still_loads(policy):
     old = decode_state(FORMAT_3_RECORD)
-    expected = replace(states_to_check(policy)[-1], applied={source_code("customer-events", 2): 123_456_789,
-                                                            source_code("churn-worker-events-by-customer", 2): 42})
+    expected = with_offsets(states_to_check(policy)[-1])
     # format 3 kept no times with its ids: they are kept as of the newest event
     assert list(old.recent_ids) == list(expected.recent_ids)
     assert set(old.recent_ids.values()) == {float(int(old.last_seen))}
     assert replace(old, recent_ids=expected.recent_ids) == expected and old.pending == ()
     assert decode_state(encode_state(old)) == old
-
 
 
 # The same customer as format 4 wrote it (ids counted in a byte), with two events waiting.
@@ -166,8 +171,7 @@ FORMAT_4_RECORD = bytes.fromhex(
 
 def test_a_state_written_by_format_4_still_loads(policy):
     old = decode_state(FORMAT_4_RECORD)
-    expected = replace(states_to_check(policy)[-1], applied={source_code("customer-events", 2): 123_456_789,
-                                                            source_code("churn-worker-events-by-customer", 2): 42})
+    expected = with_offsets(states_to_check(policy)[-1])
     assert replace(old, pending=()) == expected
     assert [(e.type, e.occurred_at) for e in old.pending] == [("purchase", at(94, 3)), ("login", at(95))]
     assert decode_state(encode_state(old)) == old and encode_state(old)[0] == FORMAT

@@ -125,11 +125,11 @@ def remember(ids: dict[int, float], key: int, t: float, horizon: float) -> dict[
     else:
         kept = dict(ids)
     kept[key] = float(int(t))  # whole seconds, as the codec keeps them
-    excess = len(kept) - (RECENT_IDS if horizon == float("-inf") else MAX_RECENT_IDS)
-    if excess == 1:
+    limit = RECENT_IDS if horizon == float("-inf") else MAX_RECENT_IDS
+    if len(kept) == limit + 1:  # the common case at the limit: one to let go
         del kept[min(kept, key=kept.__getitem__)]
-    elif excess > 1:
-        kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-(len(kept) - excess):])
+    elif len(kept) > limit:
+        kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-limit:])
     return kept
 
 
