@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     idle_source_s: float = Field(
         10.0, gt=0, le=3600, description="a source partition that delivers no event for this long stops "
                                          "holding the event-time watermark back")
+    mark_interval_s: float = Field(
+        1.0, gt=0, le=600, description="how often at most a worker writes watermark marks to the repartition "
+                                       "topic (only when they change)")
     max_future_s: float = Field(
         300, ge=0, description="events further ahead of the wall clock are dead-lettered (either clock)")
     emit_max_age_s: float = Field(

@@ -573,3 +573,29 @@ def test_a_batch_failing_outside_the_pipeline_is_narrowed_down_not_crash_looped(
     assert [json.loads(v)["customer_id"] for _, _, v, _ in sink.on(app.settings.service_recovery_topic)] == ["n-2"]
     assert app.metrics.registry.get_sample_value("churn_batches_narrowed_total") == 1
     assert sorted((m.partition, m.offset) for m in feed.acked) == sorted((r.partition, r.offset) for r in records)
+
+
+def test_a_batchs_marks_follow_its_forwards_to_every_repartition_partition(churn):
+    """After a batch, what the worker has read of each input partition goes to every
+    repartition partition, after the events the batch forwarded there; a batch that changes
+    nothing of it sends none."""
+    app, sink, feed = churn
+    _ready_with(app, range(4))
+    topic, repartition = app.settings.input_topics[0], app.settings.repartition_topic
+    app.settings = app.silence.settings = app.silence.marks.settings = app.settings.model_copy(
+        update={"mark_interval_s": 0.001})
+
+    async def scenario():
+        await app.on_rebalance_complete()
+        await feed.deliver(feed.record(topic, 0, None, event(500, "login", "mk", 3)))
+        sent = [(dict(h or ()).get(KIND_HEADER), v) for t, _, v, h in sink.on(repartition)]
+        assert [kind for kind, _ in sent] == [None] + [b"mark"] * 4  # the forward first, then a mark each
+        # partition 0 has come to day 3; the others are empty, so idle at once
+        mark = json.loads(sent[-1][1])
+        assert mark["marks"] == [[topic, 0, T0 + 3 * DAY]] + [[topic, p, None] for p in (1, 2, 3)]
+        assert mark["writer"] == app.silence.marks.writer
+        await feed.deliver(feed.record(topic, 0, None, event(500, "login", "mk", 3)))  # the same again
+        assert len(sink.on(repartition)) == 5 + 1  # its forward; the marks say nothing new
+
+    run(scenario())
+    assert app.metrics.registry.get_sample_value("churn_watermark_marks_sent_total") == 4

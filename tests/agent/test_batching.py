@@ -161,6 +161,42 @@ def test_a_fetch_that_straddles_a_rebalance_is_dropped_not_delivered(tmp_path, c
     assert app.consumer_generation_id == generation + 1
 
 
+def test_a_rebalance_while_a_changelog_record_is_taken_leaves_the_read_offsets_to_it(tmp_path):
+    """A fetch holds a standby's changelog record and input records. While faust's conductor
+    takes the changelog record the rebalance runs to its end: its seek sets the read offsets
+    to the committed ones. The fetch's input records must not be delivered, nor marked read:
+    a read offset moved past them would skip them when fetched again, and faust never
+    commits past that hole (the partition's committed offset stops for good)."""
+    from faust.types import TP
+
+    churn = churn_app(tmp_path)
+    app, consumer = churn.app, churn.app.consumer
+    topic = churn.settings.input_topics[0]
+    changelog, records_ = records("churn-worker-customer-state-changelog", 0, 7, 8)
+    seeks, conducted = [], []
+
+    async def conductor(message):  # the rebalance completes while the conductor has the first
+        conducted.append(message.offset)
+        if len(conducted) == 1:
+            app.consumer_generation_id += 1
+            consumer._read_offset[TP(topic, 0)] = 10  # what the new assignment's seek sets
+
+    async def perform_seek():
+        seeks.append(dict(consumer._read_offset))
+
+    async def wait_first(taken, suspended):  # faust's, on the loop that runs this test
+        suspended.close()
+        await taken
+
+    consumer.callback, consumer.wait_first = conductor, wait_first
+    consumer.perform_seek = perform_seek
+    fetch = {changelog: records_, **dict([records(topic, 0, 10, 11, 12)])}
+    assert fetch_loop(churn, [fetch]) == []
+    assert consumer._read_offset[TP(topic, 0)] == 10  # as the seek left it: 10 to 12 are fetched again
+    assert len(seeks) == 1  # and the loop seeks back to the committed offsets itself
+    assert conducted == [7, 8]  # recovery's records all reach it: it would wait for good for one dropped
+
+
 def test_a_refused_seek_while_flow_is_stopped_is_logged_and_the_loop_goes_on(tmp_path, caplog):
     churn = churn_app(tmp_path)
     consumer = churn.app.consumer

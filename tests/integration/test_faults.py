@@ -27,9 +27,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiokafka import TopicPartition
 
 from worker.core.events import Event, parse_event
-from worker.harness.conditions import read_to_end, uncommitted
+from worker.harness.conditions import committed_offsets, read_to_end, uncommitted
 from worker.harness.process import POLL_S, WorkerProcess, wait_settled, wait_until
 from worker.tools.generate import corrupt, generate
 from worker.tools.kafka_io import create_topics, produce
@@ -136,6 +137,13 @@ def produce_mixed(bootstrap: str, topic: str, messages: list[bytes], rate: float
     run(produce(bootstrap, topic, messages, unkeyed_share=UNKEYED, seed=7, rate=rate))
 
 
+def taken_over(bootstrap: str, group: str, before: dict[TopicPartition, int]) -> bool:
+    """Every partition's committed offset has moved on since `before`, or has nothing left."""
+    now = run(committed_offsets(bootstrap, group, list(before)))
+    left = {line.split(":")[0] for line in run(uncommitted(bootstrap, group, {tp.topic for tp in before}))}
+    return all(now[tp] > at or f"{tp.topic}[{tp.partition}]" not in left for tp, at in before.items())
+
+
 def report(scenario: str, messages: list[bytes], expected: dict, clean: dict, other: dict, kills: int,
            wall_clock: bool = False) -> None:
     """The figures of a run that passed (shown by `make chaos`, which runs pytest -s)."""
@@ -181,15 +189,13 @@ def test_sigkilled_worker_counts_every_event_once_and_loses_no_trigger(broker, t
     report(f"one worker, {clock} clock", messages, expected, clean, chaos, kills, wall_clock=clock == "wall")
 
 
-# `make chaos` only: in 2 of 3 full-size runs one input partition's committed offset stopped
-# after the takeover while both workers reported ready (docs/design.md, "Known limits"); a
-# stall that is not understood yet must not turn CI red at random
-@pytest.mark.skipif(not FULL, reason="make chaos: the two-worker run can stall (docs/design.md, Known limits)")
 def test_two_workers_one_sigkilled_mid_stream_and_restarted(broker, tmp_path):
     """Two workers share the stream as it arrives; one is SIGKILLed mid-stream (its partitions
     move to the other, which gets their uncommitted span again), then restarted (the
-    partitions move back, their states recovered from the changelog). Counts and dead
-    letters must be those of one uninterrupted worker on the all-keyed stream."""
+    partitions move back, their states recovered from the changelog). Counts, dead letters
+    and trigger ids must be those of one uninterrupted worker on the all-keyed stream: the
+    events one worker forwards to the other hold the other's watermark by the marks that
+    follow them (worker.core.watermark)."""
     messages = stream("event")
     expected = expected_counts(messages)
     customers = sorted(expected)
@@ -215,8 +221,10 @@ def test_two_workers_one_sigkilled_mid_stream_and_restarted(broker, tmp_path):
         os.kill(second.pid, signal.SIGKILL)
         second.wait()
         workers = [first]
-        taken = first.consumed()  # the survivor takes the killed worker's partitions and goes on
-        wait_until(lambda: first.consumed() >= taken + len(messages) // 10, "the survivor to take over", 120)
+        group, inputs = shared["CHURN_APP_ID"], [TopicPartition(mixed, p) for p in range(4)]
+        at_kill = run(committed_offsets(broker.bootstrap, group, inputs))
+        # the survivor takes the killed worker's partitions (after the session timeout) and goes on
+        wait_until(lambda: taken_over(broker.bootstrap, group, at_kill), "the survivor to take over", 120)
         again = worker("second-again")
         workers = [first, again]
         feeder.join()
@@ -225,7 +233,5 @@ def test_two_workers_one_sigkilled_mid_stream_and_restarted(broker, tmp_path):
     finally:
         for w in workers:
             w.stop()
-    # trigger ids are not compared: a worker's watermark does not wait for the events another
-    # worker forwards to it (docs/design.md, "Known limits"), so decisions can differ
-    assert_as_clean(clean, chaos, expected, trigger_ids=False)
+    assert_as_clean(clean, chaos, expected, trigger_ids=True)
     report("two workers, event clock", messages, expected, clean, chaos, 1)

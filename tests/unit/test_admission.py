@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
-from worker.core.admission import KIND_HEADER, TICK, Forward, Rules, admit, tick_value
+from worker.core.admission import KIND_HEADER, MARK, TICK, Forward, Mark, Rules, admit, mark_value, tick_value
 from worker.core.events import Event, InvalidEvent
 from worker.core.partitioner import partition_of
 from worker.core.pipeline import Item
@@ -91,3 +91,16 @@ def test_an_unkeyed_event_from_its_customers_own_partition_is_not_taken_for_a_re
     assert state.logins == 2 and len(state.applied) == 2
     again = process(items, {"c-1": state}, ctx)  # both redelivered after a crash: nothing changes
     assert again.states["c-1"] == state
+
+
+def test_a_watermark_mark_is_read_as_one_and_a_broken_one_is_dead_lettered():
+    marks = {("customer-events", 0): at(3), ("customer-events", 1): None}
+    msg = Message(REPARTITION, 2, None, mark_value(marks, "w-1"), [(KIND_HEADER, MARK)])
+    assert admit(msg, RULES, wall=at(4)) == Mark(marks, "w-1")
+    for broken in (b"{", b'{"writer": "w", "marks": [["customer-events", "0", 1.0]]}', b'{"writer": "w", "marks": 3}',
+                   b'{"marks": []}', b"{}"):
+        refused = admit(msg._replace(value=broken), RULES, wall=at(4))
+        assert isinstance(refused, InvalidEvent) and refused.reason == "bad_mark", broken
+    # on an input topic the header means nothing: a producer cannot move the watermark
+    forged = admit(msg._replace(topic="customer-events"), RULES, wall=at(4))
+    assert isinstance(forged, InvalidEvent) and forged.reason != "bad_mark"

@@ -119,8 +119,9 @@ def test_tombstone_is_refused_as_not_object():
 
 def test_every_parser_reason_is_produced_by_some_bad_message():
     produced = {r for r, _, _ in BAD_MESSAGES} | {"oversize"}
-    # "late" is decided by the pipeline, "processing_failed" by the app (tests/agent), not the parser
-    assert produced == set(REASONS) - {"late", "processing_failed"}
+    # "late" is decided by the pipeline, "processing_failed" by the app (tests/agent), "bad_mark" by
+    # admission (tests/unit/test_admission.py), not the parser
+    assert produced == set(REASONS) - {"late", "processing_failed", "bad_mark"}
 
 
 def test_refusal_keeps_the_customer_id_when_it_is_a_string():

@@ -1,7 +1,7 @@
 """worker.core.watermark: the event-time watermark over a worker's sources."""
 from __future__ import annotations
 
-from worker.core.watermark import Watermark
+from worker.core.watermark import IDLE, Watermark
 
 A, B, R = ("in", 0), ("in", 1), ("re", 0)
 
@@ -68,3 +68,59 @@ def test_a_reset_starts_again_from_nothing():
     assert w.current(2.0) == 0.0 and w.in_flight == {}
     w.saw(B, 50.0, at=3.0)
     assert w.current(3.0) == 50.0
+
+
+def test_a_repartition_partition_holds_it_at_the_oldest_mark_of_the_input_partitions():
+    """Another worker forwards to R what it reads of B; this worker reads A. R holds the
+    watermark at what every input partition's marks say, not at the events it carried."""
+    w = Watermark(idle_s=5.0)
+    w.reset([A, R], at=0.0, merged=[R], upstream=[A, B])
+    w.saw(A, 100.0, at=1.0)
+    w.saw(R, 90.0, at=1.0)  # an event forwarded by this worker, read back
+    assert w.current(1.0) == 0.0  # no mark read from R yet: nothing is known
+    w.marked(R, {A: 100.0})
+    assert w.current(1.0) == 0.0  # still none for B
+    w.marked(R, {B: 20.0})  # the other worker is far behind on B (restarted, say)
+    assert w.current(1.0) == 20.0
+    assert w.current(60.0) == 20.0  # R's marks hold however long it is silent
+    w.marked(R, {B: IDLE})  # B idle where it is read: it holds nothing
+    assert w.current(60.0, {A: 1}.get) == 100.0
+    w.marked(R, {B: 50.0})
+    assert w.current(61.0) == 100.0  # never back
+    w.marked(("elsewhere", 9), {B: 0.0})  # marks of a partition not held change nothing
+    assert w.current(62.0) == 100.0
+
+
+def test_what_a_worker_marks_is_each_partition_it_reads_newest_event_or_idle():
+    w = Watermark(idle_s=5.0)
+    w.reset([A, B, R], at=0.0, merged=[R], upstream=[A, B])
+    w.saw(A, 100.0, at=1.0)
+    assert w.reading(2.0) == {A: 100.0}  # B has delivered nothing and is not idle: left out
+    assert w.reading(5.5) == {A: 100.0, B: IDLE}  # B silent for 5 s
+    assert w.reading(5.5, {A: 0, B: 3}.get) == {A: 100.0}  # B has records to read: not idle
+    assert w.reading(10.0) == {A: IDLE, B: IDLE}
+
+
+def test_an_input_partition_read_here_is_held_by_others_marks_until_this_workers_own_come_back():
+    """After a rebalance this worker reads A, which another worker read before (and forwarded
+    from, to R): that worker's last mark for A holds the watermark until this worker's own
+    first mark is read back from R (everything forwarded before lies ahead of it); from then
+    A's own source holds it, with no wait for marks."""
+    w = Watermark(idle_s=5.0)
+    w.reset([A, R], at=0.0, merged=[R], upstream=[A])
+    w.saw(A, 100.0, at=1.0)
+    assert w.current(1.0) == 0.0  # nothing read from R yet: copies from before may lie there
+    w.marked(R, {A: 30.0})  # the earlier reader's last word on A
+    assert w.current(1.0) == 30.0
+    w.marked(R, {A: 100.0}, own=True)
+    w.saw(A, 200.0, at=2.0)
+    assert w.current(2.0) == 200.0  # A's own source now, not the marks (no wait for the next)
+
+
+def test_a_repartition_partition_read_to_its_end_needs_no_mark_for_what_is_read_here():
+    w = Watermark(idle_s=5.0)
+    w.reset([A, R], at=0.0, merged=[R], upstream=[A])
+    w.saw(A, 100.0, at=1.0)
+    assert w.current(1.0, {A: 0, R: 3}.get) == 0.0  # R has records left: copies from before may lie there
+    assert w.current(1.0, {A: 0, R: 0}.get) == 100.0  # read to its end
+    assert w.current(2.0, {A: 0, R: 5}.get) == 100.0  # and once is enough: what comes now comes after

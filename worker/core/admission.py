@@ -4,8 +4,11 @@ event forwarded to its customer's partition. Pure: the shell sends what this dec
 A message is anything with Kafka's `topic`, `partition`, `key`, `value` and `headers`
 (faust's Message in the worker, a small named tuple in tests).
 
-    admit(message, rules, wall) -> Item | InvalidEvent | Forward
+    admit(message, rules, wall) -> Item | InvalidEvent | Forward | Mark
 
+- A watermark mark (written by the workers to every repartition partition, marked by a
+  header: worker.core.watermark) becomes a Mark: per input partition, how far in event
+  time its reader has come. One that does not parse is dead-lettered as `bad_mark`.
 - A silence tick (sent by this worker's own timer to its repartition topic, marked by a
   header) becomes an Item with no event: a producer cannot inject one on an input topic.
 - A message that does not parse, or claims a time too far ahead of the wall clock,
@@ -34,6 +37,7 @@ from worker.core.pipeline import Item
 from worker.core.state import source_code
 
 TICK = b"tick"
+MARK = b"mark"
 KIND_HEADER = "churn.kind"
 ORIGIN_HEADER = "churn.origin"  # topic, partition, offset of a forwarded event's original record
 
@@ -54,12 +58,22 @@ class Forward(NamedTuple):
     occurred_at: float
 
 
-def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward:
+class Mark(NamedTuple):
+    """Watermark marks: (input topic, partition) -> newest event time read there, or None
+    where that partition is idle; `writer` names the worker and its assignment."""
+
+    marks: dict[tuple[str, int], float | None]
+    writer: str
+
+
+def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward | Mark:
     """The Item carries the message as its `ref` (for a dead letter later)."""
-    if msg.topic not in rules.input_topics and header(msg, KIND_HEADER) == TICK:
-        tick = parse_tick(msg.key, msg.value)
-        if tick is not None:
+    if msg.topic not in rules.input_topics:
+        kind = header(msg, KIND_HEADER)
+        if kind == TICK and (tick := parse_tick(msg.key, msg.value)) is not None:
             return tick._replace(ref=msg)
+        if kind == MARK:
+            return parse_mark(msg.value)
     parsed = parse_event(msg.value, rules.max_event_bytes)
     if isinstance(parsed, InvalidEvent):
         return parsed
@@ -101,6 +115,25 @@ def parse_tick(key: bytes | None, value: bytes | None) -> Item | None:
         return Item((key or b"").decode(), None, deadline)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
+
+
+def mark_value(marks: dict[tuple[str, int], float | None], writer: str) -> bytes:
+    """The value of a mark message."""
+    return orjson.dumps({"writer": writer,
+                         "marks": [[topic, partition, at] for (topic, partition), at in sorted(marks.items())]})
+
+
+def parse_mark(value: bytes | None) -> Mark | InvalidEvent:
+    try:
+        body = orjson.loads(value or b"")
+        marks: dict[tuple[str, int], float | None] = {}
+        for topic, partition, at in body["marks"]:
+            if not isinstance(topic, str) or type(partition) is not int:
+                raise ValueError(f"not a topic and partition: {topic!r}, {partition!r}")
+            marks[(topic, partition)] = None if at is None else float(at)
+        return Mark(marks, str(body["writer"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        return InvalidEvent("bad_mark", f"a watermark mark that cannot be read: {exc}"[:300], value or b"")
 
 
 def header(msg: Any, name: str) -> bytes | None:

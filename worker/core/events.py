@@ -38,6 +38,7 @@ REASONS = (
     "missing_field", "bad_field_type", "bad_field_value", "unknown_event_type",
     "bad_timestamp", "timestamp_out_of_range", "late",
     "processing_failed",  # valid, but the worker failed on it (ChurnApp._isolate)
+    "bad_mark",  # a watermark mark on the repartition topic that cannot be read
 )
 
 

@@ -17,6 +17,20 @@ Three things keep it honest:
   delivered. Where the caller can say how many records a source has left to read (`unread`:
   the partition's high watermark less the next offset), a source with some left is never
   idle, and an empty partition that has delivered nothing is idle at once.
+- With several workers, the events another worker forwards to a repartition partition this
+  worker reads can be far behind the ones it forwards there itself (that worker restarted,
+  or its partitions waited for a new owner). So each worker writes *marks* to every
+  repartition partition, after its forwards: for each input partition it reads, the newest
+  event time it has read there (or that it is idle). For each input partition another
+  worker reads, a repartition partition holds the watermark at the last mark it carried
+  for it (none yet: nothing is known), as Flink takes the minimum watermark over the
+  channels of a shuffle. Marks come after the forwards they cover, in one partition's
+  order, so an event read from there is not behind its mark's time (given each input
+  partition in time order). For an input partition this worker reads itself, its own
+  reading and the in-flight rule cover it; the marks of its earlier reader (a worker that
+  crashed, say) hold the watermark only until this worker's first mark since the
+  assignment comes back from the repartition partition, or it has been read to its end:
+  everything that earlier reader forwarded there lies before either.
 - It never goes back between rebalances (a source that wakes from idleness with older
   events does not undo what was decided). `reset` starts again from nothing after a
   rebalance: until each new source has delivered or gone idle, the watermark stays where
@@ -27,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 
 Unread = Callable[[Hashable], "int | None"]  # records a source has left to read; None: not known
+IDLE = None  # a mark's value for an input partition that is idle where it is read
 
 
 class _Source:
@@ -42,13 +57,48 @@ class Watermark:
         self.idle_s = idle_s
         self.sources: dict[Hashable, _Source] = {}
         self.in_flight: dict[bytes, float] = {}  # forwarded, not yet read back: origin -> event time
+        self.upstream: tuple[Hashable, ...] = ()  # the input partitions every merged source carries marks of
+        self.marks: dict[Hashable, dict[Hashable, float | None]] = {}  # merged source -> input partition -> mark
+        self.caught_up: set[Hashable] = set()  # merged sources this worker's own mark has come back from
+        self.read_here: frozenset[Hashable] = frozenset()  # the input partitions of the assignment
         self.value = 0.0
 
-    def reset(self, sources: Iterable[Hashable], at: float) -> None:
-        """A new assignment: these sources, none delivered yet; nothing in flight."""
+    def reset(self, sources: Iterable[Hashable], at: float, merged: Iterable[Hashable] = (),
+              upstream: Iterable[Hashable] = ()) -> None:
+        """A new assignment: these sources, none delivered yet; nothing in flight. The
+        `merged` ones (repartition partitions) hold it by the marks they carry, one for each
+        of the `upstream` sources (every partition of every input topic)."""
         self.sources = {s: _Source(at) for s in sources}
         self.in_flight.clear()
+        self.upstream = tuple(upstream)
+        self.marks = {s: {} for s in merged}
+        self.caught_up = set()
+        self.read_here = frozenset(self.sources) - frozenset(self.marks)
         self.value = 0.0
+
+    def marked(self, source: Hashable, marks: dict[Hashable, float | None], own: bool = False) -> None:
+        """Marks read from a merged source: per input partition, the newest event time read
+        there by the worker that wrote them (IDLE: idle there). `own`: written by this
+        worker since the assignment."""
+        held = self.marks.get(source)
+        if held is not None:
+            held.update(marks)
+            if own:
+                self.caught_up.add(source)
+
+    def reading(self, at: float, unread: Unread | None = None) -> dict[Hashable, float | None]:
+        """The marks this worker writes: for each source it reads that is not a merged one,
+        the newest event time delivered, or IDLE; a source that has delivered nothing yet
+        and is not idle is left out (nothing is known about it)."""
+        out: dict[Hashable, float | None] = {}
+        for source, s in self.sources.items():
+            if source in self.marks:
+                continue
+            if not self._holds(source, s, at, unread):
+                out[source] = IDLE
+            elif s.newest is not None:
+                out[source] = s.newest
+        return out
 
     def saw(self, source: Hashable, event_time: float, at: float) -> None:
         """An event delivered by `source` (a source that delivers is one, assigned or not)."""
@@ -74,10 +124,25 @@ class Watermark:
         """The watermark at monotonic time `at`."""
         held: float | None = None
         for source, s in self.sources.items():
+            if source in self.marks:
+                continue
             if self._holds(source, s, at, unread):  # it holds the watermark at what it delivered
                 if s.newest is None:
                     return self.value  # not delivered yet: nothing is known about it
                 held = s.newest if held is None or s.newest < held else held
+        for merged, marks in self.marks.items():
+            caught_up = merged in self.caught_up
+            if not caught_up and unread is not None and unread(merged) == 0:
+                self.caught_up.add(merged)  # read to its end: whatever an earlier reader forwarded lay before
+                caught_up = True
+            for upstream in self.upstream:
+                if caught_up and upstream in self.read_here:
+                    continue  # read here: its own source holds it
+                if upstream not in marks:
+                    return self.value  # no mark yet for an input partition: nothing is known
+                mark = marks[upstream]
+                if mark is not IDLE and (held is None or mark < held):
+                    held = mark
         flight = self.in_flight_min()
         if held is None:  # every source idle
             held = self.newest() if flight is None else flight

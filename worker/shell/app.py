@@ -66,7 +66,7 @@ class ChurnApp:
         self.send: Sink = sink or self._send_to_topic
         self.silence = Silence(settings, policy, self.metrics, self.send, ready=self.is_ready,
                                active=lambda: self.active_partitions(), highwater=self.highwater,
-                               start_offset=self.start_offset)
+                               start_offset=self.start_offset, send_mark=self._send_mark(sink))
         self.handler = BatchHandler(settings, artifact, policy, self.metrics, self.table, self.silence, self.send,
                                     changelog or self.producer.write_changelog)
         self._wire()
@@ -92,6 +92,12 @@ class ChurnApp:
         if topic == self.settings.repartition_topic and key is not None:
             partition = partition_of(key, self.settings.topic_partitions)
         return await self.producer.send(topic, key, value, headers, partition)
+
+    def _send_mark(self, sink: Sink | None) -> Any:
+        """Marks go to one partition each (a test's sink gets them with no key)."""
+        if sink is not None:
+            return lambda topic, partition, value, headers: sink(topic, None, value, headers)
+        return lambda topic, partition, value, headers: self.producer.send(topic, None, value, headers, partition)
 
     async def _agent(self, stream: Any) -> None:
         s = self.settings

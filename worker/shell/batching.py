@@ -14,8 +14,12 @@ standbys) still goes through faust's conductor, record by record.
 
 The messages are tracked and acked through faust's own consumer, so its commit
 bookkeeping, gap handling and `wait_empty` on rebalance see them exactly as they would see
-a stream's. A fetch that straddles a rebalance is dropped before it is tracked, as faust's
-streams skip such messages; faust seeks back to the committed offsets and fetches again.
+a stream's. Input records of a fetch that straddles a rebalance (fetched in one
+generation, taken in another, or a rebalance that ran while the conductor had one of the
+fetch's changelog records) are dropped before they are tracked, and fetched again from
+the committed offsets: no read offset is moved past a record that was not delivered,
+which would leave faust's commit stuck behind the hole for good. Changelog records always
+go to the conductor (recovery keeps its own offsets: one dropped would never come again).
 
 `fetch_max_wait_ms` is Kafka's `fetch.max.wait.ms`, which faust fixes at 1500 ms. A broker
 holds a fetch up to that long when it has less than `fetch.min.bytes` (1 byte) to return;
@@ -83,22 +87,22 @@ class BatchConsumer(faust_aiokafka.Consumer):
         stopped_errors: tuple[type[BaseException], ...] = (*self.consumer_stopped_errors, asyncio.CancelledError)
         try:
             while not stopping():
+                generation = app.consumer_generation_id
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
                 if not records or self.should_stop:
                     continue
                 if not self.flow_active:
-                    try:  # as faust's getmany: refetch from the committed offsets
-                        await self.perform_seek()
-                    except Exception as exc:  # a rebalance under way can refuse it; its own seek follows
-                        self.log.warning("seek to the committed offsets failed: %r", exc)
+                    await self._refetch(0)  # as faust's getmany: fetch again from the committed offsets
                     continue
-                generation = app.consumer_generation_id
-                batch = await self._take_batch(records, active, batch_topics)
+                batch, stale = await self._take_batch(records, active, batch_topics, generation)
+                if stale:  # the assignment changed since the fetch: its seek may have come first
+                    await self._refetch(len(batch) + stale)
+                    continue
                 if batch:
                     await app.flow_control.acquire()
                     if app.consumer_generation_id != generation or not app.flow_control.is_active():
-                        # fetched before a rebalance: faust seeks back to the committed offsets
+                        # a rebalance began: its own seek to the committed offsets follows
                         self.log.info("dropped %d records fetched before a rebalance", len(batch))
                         continue
                     await self._deliver_shielded(batch, handler, size, generation)
@@ -107,19 +111,39 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 return  # stopping anyway
             raise
 
+    async def _refetch(self, dropped: int) -> None:
+        """Back to the committed offsets, leaving `dropped` fetched records undelivered."""
+        if dropped:
+            self.log.info("dropped %d records fetched across a rebalance; fetching from the committed offsets",
+                          dropped)
+        try:
+            await self.perform_seek()
+        except Exception as exc:  # a rebalance under way can refuse it; its own seek follows
+            self.log.warning("seek to the committed offsets failed: %r", exc)
+
     async def _take_batch(self, records: Mapping[Any, list[Any]], active: set | None,
-                          batch_topics: frozenset[str]) -> list[Any]:
+                          batch_topics: frozenset[str], generation: int) -> tuple[list[Any], int]:
         """The batch topics' records of one fetch, as faust Messages; every other topic's
-        records (changelog recovery, standbys) go through faust's conductor, one by one."""
-        callback, to_message, read_offset = self.callback, self._to_message, self._read_offset
-        acks_enabled_for = self.app.topics.acks_enabled_for
+        records (changelog recovery, standbys) go through faust's conductor, one by one, as
+        faust's loop hands them over. Also the number of batch records left out because the
+        assignment changed since `generation` (before or during this fetch: a rebalance can
+        run to its end while the conductor has a record): the new assignment's seek set the
+        read offsets to the committed ones, and one set past them here would make those
+        records skipped when fetched again, a hole before the acked offsets that faust's
+        commit never passes (the partition's committed offset stops for good)."""
+        app, callback, to_message, read_offset = self.app, self.callback, self._to_message, self._read_offset
+        acks_enabled_for = app.topics.acks_enabled_for
         batch: list[Any] = []
+        stale = 0
         for tp, tp_records in records.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue
-            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             mine = tp.topic in batch_topics
             for record in tp_records:
+                if mine and app.consumer_generation_id != generation:
+                    stale += 1
+                    continue
                 offset, last = record.offset, read_offset[tp]
                 if last is not None and offset < last:
                     continue  # already delivered (faust drops these too)
@@ -131,7 +155,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 else:
                     await self.wait_first(callback(message), self.suspend_flow.wait())
                 read_offset[tp] = offset
-        return batch
+        return batch, stale
 
     async def _deliver_shielded(self, batch: list[Any], handler: BatchHandler, size: int, generation: int) -> None:
         """Stopping the worker cancels this loop; a batch under way finishes first (bounded by
@@ -152,7 +176,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         inbound = app.monitor.stream_inbound_time
         for start in range(0, len(batch), size):
             if not self.flow_active or app.consumer_generation_id != generation:
-                # a rebalance or shutdown began: the rest is refetched from the committed offsets
+                # a rebalance or shutdown began: the rest is fetched again from the committed offsets
                 self.log.info("flow stopped: leaving %d fetched records for the next assignment", len(batch) - start)
                 return
             chunk = batch[start:start + size]

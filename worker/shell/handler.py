@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from worker.config import Settings
-from worker.core.admission import ORIGIN_HEADER, Forward, Rules, admit, header, origin_header
+from worker.core.admission import ORIGIN_HEADER, Forward, Mark, Rules, admit, header, origin_header
 from worker.core.codec import decode_state
 from worker.core.events import InvalidEvent
 from worker.core.messages import dead_letter_headers, encode
@@ -46,20 +46,21 @@ class BatchHandler:
     async def handle(self, batch: list[Any]) -> None:
         """One batch of faust messages (topic, partition, offset, key, value, headers, timestamp)."""
         started, wall = time.monotonic(), time.time()
-        arrived_at = self.silence.watermark()  # what this batch's events are late against
-        items, outbox = self._admit(batch, wall, arrived_at - self.settings.lateness_s)
-        due = self.silence.due_checks()
-        try:
-            pending = [await self.send(*out) for out in outbox]
-            changes: Changes = await self._process(items + due, wall, pending, arrived_at) if items or due else {}
-            if pending:
-                await asyncio.gather(*pending)
-            if changes:
-                await asyncio.gather(*await self.write_changelog(changes))
-                self._store(changes)
-        except BaseException:
-            self.silence.rearm(due)  # taken from the index for this batch: checked again by the next
-            raise
+        async with self.silence.marks.batch():  # the marks go out after the batch's forwards
+            arrived_at = self.silence.watermark()  # what this batch's events are late against
+            items, outbox = self._admit(batch, wall, arrived_at - self.settings.lateness_s)
+            due = self.silence.due_checks()
+            try:
+                pending = [await self.send(*out) for out in outbox]
+                changes: Changes = await self._process(items + due, wall, pending, arrived_at) if items or due else {}
+                if pending:
+                    await asyncio.gather(*pending)
+                if changes:
+                    await asyncio.gather(*await self.write_changelog(changes))
+                    self._store(changes)
+            except BaseException:
+                self.silence.rearm(due)  # taken from the index for this batch: checked again by the next
+                raise
         now = time.time()
         observe_many(self.metrics.latency, [max(now - msg.timestamp, 0.0) for msg in batch])
         self.metrics.batch_seconds.observe(time.monotonic() - started)
@@ -84,13 +85,16 @@ class BatchHandler:
                     if msg.topic == repartition and (origin := header(msg, ORIGIN_HEADER)) is not None:
                         silence.arrived(origin)
                 items.append(admitted)
+            elif isinstance(admitted, Mark):
+                silence.marked(msg.partition, *admitted)
             elif isinstance(admitted, Forward) and admitted.occurred_at < late_before:
                 # late where it arrived: judged here, against this batch's watermark, since its
                 # copy may reach its customer's worker behind another watermark (after a restart)
                 events.labels(admitted.event_type, "late").inc()
-                outbox.append(self.dead_letter(self.late(msg, admitted.key.decode()), msg))
+                outbox.append(self.dead_letter(late(msg, admitted.key.decode(), self.settings.lateness_s), msg))
             elif isinstance(admitted, Forward):
                 events.labels(admitted.event_type, "repartitioned").inc()
+                silence.saw(msg.topic, msg.partition, admitted.occurred_at)  # read there: the marks say so
                 name, origin = origin_header(msg)
                 silence.forwarded(admitted.key, origin, admitted.occurred_at)
                 outbox.append(Outgoing(repartition, admitted.key, msg.value, [(name, origin)]))
@@ -148,8 +152,9 @@ class BatchHandler:
             pending.append(await self.send(topics[trigger["type"]], trigger["customer_id"].encode(),
                                            encode(trigger), None))
             triggers.labels(trigger["type"]).inc()
+        bound = self.settings.lateness_s
         for item in result.late:
-            pending.append(await self.send(*self.dead_letter(self.late(item.ref, item.customer_id), item.ref)))
+            pending.append(await self.send(*self.dead_letter(late(item.ref, item.customer_id, bound), item.ref)))
 
     async def _quarantine(self, items: list[Item], failures: list[tuple[Item, Exception]], pending: list) -> None:
         """Dead-letter the items that failed one by one (`processing_failed`), unless most of
@@ -163,11 +168,6 @@ class BatchHandler:
                 continue
             log.error("dead-lettering an item the worker failed on: %s", item.ref, exc_info=error)
             pending.append(await self.send(*self.failed_on(item.ref, error, item.customer_id)))
-
-    def late(self, msg: Any, customer_id: str) -> InvalidEvent:
-        bound = self.settings.lateness_s
-        return InvalidEvent("late", f"older than the event-time watermark by more than {bound:.0f} s", msg.value,
-                            customer_id)
 
     def failed_on(self, msg: Any, error: BaseException, customer_id: str | None = None) -> Outgoing:
         """The dead letter of a valid message the worker's own code failed on."""
@@ -183,3 +183,8 @@ class BatchHandler:
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset, bad.reason, bad.detail)
         return Outgoing(self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
                         dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
+
+
+def late(msg: Any, customer_id: str, bound: float) -> InvalidEvent:
+    return InvalidEvent("late", f"older than the event-time watermark by more than {bound:.0f} s", msg.value,
+                        customer_id)

@@ -53,6 +53,8 @@ class Metrics:
         self.silence_checks = Counter("churn_silence_checks_total",
                                       "Due silence deadlines taken from the index: into a batch, or sent "
                                       "by the timer as ticks", ["path"], registry=r)
+        self.marks_sent = Counter("churn_watermark_marks_sent_total",
+                                  "Watermark marks written to the repartition topic's partitions", registry=r)
         self.narrowed = Counter("churn_batches_narrowed_total",
                                 "Batches that failed outside the pipeline and were run again in parts to find "
                                 "the messages that fail (those are dead-lettered as processing_failed)",

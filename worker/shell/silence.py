@@ -30,6 +30,7 @@ from worker.core.pipeline import Item, next_due
 from worker.core.policy import Policy
 from worker.core.state import CustomerState
 from worker.core.watermark import Watermark
+from worker.shell.marks import MarkSink, MarkWriter
 from worker.shell.metrics import Metrics
 from worker.shell.output import Sink
 
@@ -49,12 +50,14 @@ class Silence:
     def __init__(self, settings: Settings, policy: Policy, metrics: Metrics, send: Sink,
                  ready: Callable[[], bool], active: Callable[[], set[int]],
                  highwater: Callable[[str, int], int | None] = lambda topic, partition: None,
-                 start_offset: Callable[[str, int], int | None] = lambda topic, partition: None) -> None:
+                 start_offset: Callable[[str, int], int | None] = lambda topic, partition: None,
+                 send_mark: MarkSink | None = None) -> None:
         self.settings, self.policy, self.metrics, self.send = settings, policy, metrics, send
         self.ready, self.active, self.highwater, self.start_offset = ready, active, highwater, start_offset
         self.last_offset: dict[tuple[str, int], int] = {}  # per source, the last offset delivered
         self.index = DeadlineIndex()
         self.clock = Watermark(settings.idle_source_s)
+        self.marks = MarkWriter(settings, metrics, self.clock, send_mark, self.unread, ready)
         self.held: set[int] = set()  # the partitions of the last assignment
         self.waiting = 0  # events held in states until the watermark passes them
         self.batch_since_tick = False  # a batch ran since the timer's last tick: it took the due deadlines
@@ -85,6 +88,10 @@ class Silence:
 
     def arrived(self, origin: bytes) -> None:
         self.clock.arrived(origin)
+
+    def marked(self, partition: int, marks: dict, writer: str) -> None:
+        """Marks read from a repartition partition (worker.core.watermark)."""
+        self.clock.marked((self.settings.repartition_topic, partition), marks, own=writer == self.marks.writer)
 
     def watermark(self) -> float:
         """The event-time watermark of this worker's sources (0 until they have delivered)."""
@@ -130,6 +137,7 @@ class Silence:
     async def tick(self) -> None:
         """A tick for each due deadline, when no batch has run since the last tick."""
         self.gauge()  # the watermark moves with time too (idle sources), batch or not
+        await self.marks.write()  # an idle worker's marks say so
         if not self.ready() or not len(self.index):
             return
         if self.batch_since_tick:
@@ -149,19 +157,22 @@ class Silence:
 
     async def rebuild(self, records: Iterable[tuple[bytes, bytes]]) -> int:
         """The index from the recovered table, active partitions only, and the watermark
-        started again over the new sources (until each has delivered or gone idle it stays
-        at 0: nothing is decided on the event clock, nothing is late). Returns the customers
-        held."""
+        started again over the new sources (until each has delivered or gone idle, and each
+        repartition partition has carried a mark of every input partition, it stays at 0:
+        nothing is decided on the event clock, nothing is late). Returns the customers held."""
         active = self.active()
         s = self.settings
         self.held = active
-        self.clock.reset([(t, p) for t in (*s.input_topics, s.repartition_topic) for p in active], time.monotonic())
+        merged = [(s.repartition_topic, p) for p in active] if self.marks.send is not None else []
+        self.clock.reset([(t, p) for t in (*s.input_topics, s.repartition_topic) for p in active], time.monotonic(),
+                         merged=merged, upstream=[(t, p) for t in s.input_topics for p in range(s.topic_partitions)])
+        self.marks.reset()
         self.last_offset.clear()
         self.index.clear()
         count = waiting = 0
         for n, (key, raw) in enumerate(records):
             part = partition_of(key, s.topic_partitions)
-            if part in active and (state := self._decoded(key, raw, part)) is not None:
+            if part in active and (state := recovered(key, raw, part, self.metrics)) is not None:
                 count += 1
                 waiting += len(state.pending)
                 self.index.set(key, next_due(self.policy, state))
@@ -173,19 +184,6 @@ class Silence:
                  count, len(self.index), sorted(active))
         return count
 
-    def _decoded(self, key: bytes, raw: bytes, partition: int) -> CustomerState | None:
-        """The recovered state, or None for a record this worker cannot read (corrupt, or
-        written by a newer codec): counted and logged, kept out of the index, left in the
-        store as it is (an event of that customer is then dead-lettered rather than let
-        overwrite it), so one record never stops the worker from starting."""
-        try:
-            return decode_state(raw)
-        except Exception as exc:
-            self.metrics.state_quarantined.inc()
-            log.error("customer state on changelog partition %d cannot be read and is left out (key %r, %d bytes): "
-                      "%s", partition, key[:64], len(raw or b""), exc)
-            return None
-
     def gauge(self) -> None:
         m = self.metrics
         m.deadlines.set(len(self.index))
@@ -193,3 +191,17 @@ class Silence:
         m.watermark.set(self.watermark())
         m.newest.set(self.clock.newest())
         m.waiting.set(self.waiting)
+
+
+def recovered(key: bytes, raw: bytes, partition: int, metrics: Metrics) -> CustomerState | None:
+    """The recovered state, or None for a record this worker cannot read (corrupt, or
+    written by a newer codec): counted and logged, kept out of the index, left in the
+    store as it is (an event of that customer is then dead-lettered rather than let
+    overwrite it), so one record never stops the worker from starting."""
+    try:
+        return decode_state(raw)
+    except Exception as exc:
+        metrics.state_quarantined.inc()
+        log.error("customer state on changelog partition %d cannot be read and is left out (key %r, %d bytes): "
+                  "%s", partition, key[:64], len(raw or b""), exc)
+        return None
