@@ -124,3 +124,13 @@ def test_a_repartition_partition_read_to_its_end_needs_no_mark_for_what_is_read_
     assert w.current(1.0, {A: 0, R: 3}.get) == 0.0  # R has records left: copies from before may lie there
     assert w.current(1.0, {A: 0, R: 0}.get) == 100.0  # read to its end
     assert w.current(2.0, {A: 0, R: 5}.get) == 100.0  # and once is enough: what comes now comes after
+
+
+def test_an_event_waiting_in_a_recovered_state_is_passed_once_every_source_is_idle():
+    """Its offset was committed before the restart: no source delivers it again. Were it the
+    newest of the stream, a watermark made of what the sources deliver would never pass it."""
+    w = clock(A, idle_s=5.0)
+    w.waiting(300.0)
+    w.saw(A, 100.0, at=1.0)
+    assert w.current(2.0) == 100.0  # A is still active: it holds the watermark
+    assert w.current(10.0) == 300.0  # everything idle: past the recovered event too

@@ -62,6 +62,7 @@ class Watermark:
         self.caught_up: set[Hashable] = set()  # merged sources this worker's own mark has come back from
         self.read_here: frozenset[Hashable] = frozenset()  # the input partitions of the assignment
         self.value = 0.0
+        self.recovered = 0.0  # the newest event waiting in a state recovered at the assignment
 
     def reset(self, sources: Iterable[Hashable], at: float, merged: Iterable[Hashable] = (),
               upstream: Iterable[Hashable] = ()) -> None:
@@ -74,7 +75,14 @@ class Watermark:
         self.marks = {s: {} for s in merged}
         self.caught_up = set()
         self.read_here = frozenset(self.sources) - frozenset(self.marks)
-        self.value = 0.0
+        self.value = self.recovered = 0.0
+
+    def waiting(self, event_time: float) -> None:
+        """An event delivered before the assignment waits in a recovered state: delivered,
+        though no source delivers it again (its offset was committed). When every source is
+        idle the watermark moves past it as past any event delivered."""
+        if event_time > self.recovered:
+            self.recovered = event_time
 
     def marked(self, source: Hashable, marks: dict[Hashable, float | None], own: bool = False) -> None:
         """Marks read from a merged source: per input partition, the newest event time read
@@ -117,8 +125,10 @@ class Watermark:
         self.in_flight.pop(origin, None)
 
     def newest(self) -> float:
-        """The newest event time any source has delivered (0 before any)."""
-        return max((s.newest for s in self.sources.values() if s.newest is not None), default=0.0)
+        """The newest event time delivered (0 before any): by any source, or before the
+        assignment and waiting in a recovered state."""
+        delivered = max((s.newest for s in self.sources.values() if s.newest is not None), default=0.0)
+        return delivered if delivered > self.recovered else self.recovered
 
     def current(self, at: float, unread: Unread | None = None) -> float:
         """The watermark at monotonic time `at`."""
