@@ -181,9 +181,12 @@ class ChurnApp:
 
 
 def make_app(settings: Settings, broker: str) -> BatchApp:
+    """The faust app, configured from the worker's settings only. `env={}`: faust would
+    otherwise read about 80 unprefixed environment variables over these (`WEB_PORT`, which
+    Kubernetes injects for a Service named `web`, `TOPIC_PARTITIONS`, `PRODUCER_ACKS`...)."""
     s = settings
     return BatchApp(
-        s.app_id, broker=broker, store="memory://", autodiscover=False,
+        s.app_id, env={}, broker=broker, store="memory://", autodiscover=False,
         topic_partitions=s.topic_partitions, topic_replication_factor=s.topic_replication,
         processing_guarantee="at_least_once", consumer_auto_offset_reset=s.offset_reset,
         broker_max_poll_records=s.max_poll_records, table_standby_replicas=1,
