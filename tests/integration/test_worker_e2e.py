@@ -179,6 +179,12 @@ def test_metrics_count_what_happened(stream):
     assert s[("churn_customers_tracked",)] >= 300
     assert s[("churn_model_info", ("kind", "logistic_regression"), ("version", "churn-v1"))] == 1
     assert s[("churn_scoring_batch_size_count",)] > 0
+    settings = stream["settings"]
+    for p in range(settings.topic_partitions):  # it holds every partition, and has read them to the end
+        assert s[("churn_consumer_lag_records", ("partition", str(p)), ("topic", settings.input_topics[0]))] == 0
+        assert ("churn_consumer_lag_records", ("partition", str(p)), ("topic", settings.repartition_topic)) in s
+    assert s[("churn_rebalances_total",)] >= 1
+    assert s[("process_resident_memory_bytes",)] > 0
 
 
 def test_training_computes_the_same_features_as_the_running_worker(stream):

@@ -146,3 +146,15 @@ def test_overrides_win_and_settings_are_frozen(clean_env):
         settings.batch_size = 20  # type: ignore[misc]
     with pytest.raises(ConfigError, match="CHURN_APP_ID"):
         load_settings(app_id="no spaces allowed")
+
+
+def test_lag_is_kept_for_the_partitions_held_only():
+    m = Metrics()
+    m.set_lag({("events", 0): 5, ("events", 1): None, ("by-customer", 0): 0})
+    value = m.registry.get_sample_value
+    assert value("churn_consumer_lag_records", {"topic": "events", "partition": "0"}) == 5
+    assert value("churn_consumer_lag_records", {"topic": "events", "partition": "1"}) is None  # not known yet
+    m.set_lag({("events", 1): 7})  # a rebalance: partition 0 went to another worker
+    assert value("churn_consumer_lag_records", {"topic": "events", "partition": "0"}) is None
+    assert value("churn_consumer_lag_records", {"topic": "events", "partition": "1"}) == 7
+    assert value("process_cpu_seconds_total") is not None  # the standard process collectors too

@@ -134,3 +134,17 @@ def test_an_event_waiting_in_a_recovered_state_is_passed_once_every_source_is_id
     w.saw(A, 100.0, at=1.0)
     assert w.current(2.0) == 100.0  # A is still active: it holds the watermark
     assert w.current(10.0) == 300.0  # everything idle: past the recovered event too
+
+
+def test_an_event_in_flight_to_a_partition_still_held_after_a_rebalance_still_holds_it():
+    """The rebalance starts the sources again, but an event forwarded to a repartition
+    partition this worker keeps is still on its way there: the watermark must wait for it."""
+    w = clock(A, R, idle_s=5.0)
+    w.saw(A, 100.0, at=1.0)
+    w.forwarded(b"in:0:7", 40.0, to=R)
+    w.forwarded(b"in:0:8", 45.0, to=("re", 1))
+    w.reset([A, R], at=2.0)  # ("re", 1) went to another worker: its reader waits for it by marks
+    w.saw(A, 100.0, at=2.5)
+    assert w.current(20.0) == 40.0
+    w.arrived(b"in:0:7")
+    assert w.current(20.0) == 100.0

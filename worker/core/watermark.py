@@ -57,6 +57,7 @@ class Watermark:
         self.idle_s = idle_s
         self.sources: dict[Hashable, _Source] = {}
         self.in_flight: dict[bytes, float] = {}  # forwarded, not yet read back: origin -> event time
+        self.flight_to: dict[bytes, Hashable] = {}  # ... and the merged source it was sent to
         self.upstream: tuple[Hashable, ...] = ()  # the input partitions every merged source carries marks of
         self.marks: dict[Hashable, dict[Hashable, float | None]] = {}  # merged source -> input partition -> mark
         self.caught_up: set[Hashable] = set()  # merged sources this worker's own mark has come back from
@@ -66,11 +67,15 @@ class Watermark:
 
     def reset(self, sources: Iterable[Hashable], at: float, merged: Iterable[Hashable] = (),
               upstream: Iterable[Hashable] = ()) -> None:
-        """A new assignment: these sources, none delivered yet; nothing in flight. The
+        """A new assignment: these sources, none delivered yet; in flight only what was sent
+        to a partition still held (the partition is read on from where it stood). The
         `merged` ones (repartition partitions) hold it by the marks they carry, one for each
         of the `upstream` sources (every partition of every input topic)."""
         self.sources = {s: _Source(at) for s in sources}
-        self.in_flight.clear()
+        for origin, target in list(self.flight_to.items()):
+            if target not in self.sources:  # a partition still held is still to be read back here
+                self.in_flight.pop(origin, None)
+                del self.flight_to[origin]
         self.upstream = tuple(upstream)
         self.marks = {s: {} for s in merged}
         self.caught_up = set()
@@ -117,12 +122,14 @@ class Watermark:
         if s.newest is None or event_time > s.newest:
             s.newest = event_time
 
-    def forwarded(self, origin: bytes, event_time: float) -> None:
-        """An event sent to a repartition partition this worker holds, to be read back."""
+    def forwarded(self, origin: bytes, event_time: float, to: Hashable = None) -> None:
+        """An event sent to a repartition partition this worker holds (`to`), to be read back."""
         self.in_flight[origin] = event_time
+        self.flight_to[origin] = to
 
     def arrived(self, origin: bytes) -> None:
         self.in_flight.pop(origin, None)
+        self.flight_to.pop(origin, None)
 
     def newest(self) -> float:
         """The newest event time delivered (0 before any): by any source, or before the

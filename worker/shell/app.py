@@ -123,6 +123,7 @@ class ChurnApp:
 
     async def on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
         """Rebuild the silence index from the recovered table (in memory, active partitions)."""
+        self.metrics.rebalances.inc()
         self.handler.tracked = await self.silence.rebuild(list(self.table.data.items()))
         if not self.assigned_once:
             settle_heap()

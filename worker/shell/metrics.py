@@ -8,7 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from worker.core.events import EVENT_TYPES, REASONS
 from worker.core.pipeline import Result
@@ -26,6 +35,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        register_standard(r)
         self.events = Counter("churn_events_consumed_total", "Input messages by event type and outcome",
                               ["type", "outcome"], registry=r)
         self.dead_letters = Counter("churn_events_dead_lettered_total", "Messages sent to the dead-letter topic",
@@ -53,6 +63,11 @@ class Metrics:
         self.silence_checks = Counter("churn_silence_checks_total",
                                       "Due silence deadlines taken from the index: into a batch, or sent "
                                       "by the timer as ticks", ["path"], registry=r)
+        self.lag = Gauge("churn_consumer_lag_records",
+                         "Records left to read per partition this worker holds (log end offset less its "
+                         "position), input and repartition topics", ["topic", "partition"], registry=r)
+        self.rebalances = Counter("churn_rebalances_total", "Partition assignments this worker has taken up",
+                                  registry=r)
         self.marks_sent = Counter("churn_watermark_marks_sent_total",
                                   "Watermark marks written to the repartition topic's partitions", registry=r)
         self.narrowed = Counter("churn_batches_narrowed_total",
@@ -97,8 +112,22 @@ class Metrics:
         self.batch_size.observe(len(result.scores))
         observe_many(self.risk, result.scores)
 
+    def set_lag(self, lag: dict[tuple[str, int], int | None]) -> None:
+        """Lag per partition held now (None: not known yet); the series of partitions no
+        longer held are removed."""
+        held = {(topic, str(partition)) for topic, partition in lag}
+        for labels in self._lag_labels - held:
+            self.lag.remove(*labels)
+        self._lag_labels &= held
+        for (topic, partition), left in lag.items():
+            if left is not None:
+                labels = (topic, str(partition))
+                self.lag.labels(*labels).set(left)
+                self._lag_labels.add(labels)
+
     def _prime(self) -> None:
         """Create every bounded series at zero so rates and alerts work before the first event."""
+        self._lag_labels: set[tuple[str, str]] = set()  # per partition: created as partitions are held
         for t in EVENT_TYPES:
             for o in OUTCOMES:
                 self.events.labels(t, o)
@@ -112,6 +141,12 @@ class Metrics:
             self.holdout.labels(t)
             self.suppressed.labels(t, "cooldown")
             self.suppressed.labels(t, "history")
+
+
+def register_standard(registry: CollectorRegistry) -> None:
+    """The standard process_* and python_* series (CPU, memory, file descriptors, GC)."""
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
 
 
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:

@@ -83,8 +83,8 @@ class Silence:
     def forwarded(self, key: bytes, origin: bytes, event_time: float) -> None:
         """An event forwarded to its customer's repartition partition: in flight until read
         back, if this worker holds that partition (another worker's is its own business)."""
-        if partition_of(key, self.settings.topic_partitions) in self.held:
-            self.clock.forwarded(origin, event_time)
+        if (part := partition_of(key, self.settings.topic_partitions)) in self.held:
+            self.clock.forwarded(origin, event_time, (self.settings.repartition_topic, part))
 
     def arrived(self, origin: bytes) -> None:
         self.clock.arrived(origin)
@@ -193,6 +193,8 @@ class Silence:
         m.watermark.set(self.watermark())
         m.newest.set(self.clock.newest())
         m.waiting.set(self.waiting)
+        s = self.settings
+        m.set_lag({(t, p): self.unread((t, p)) for t in (*s.input_topics, s.repartition_topic) for p in self.held})
 
 
 def recovered(key: bytes, raw: bytes, partition: int, metrics: Metrics) -> CustomerState | None:
