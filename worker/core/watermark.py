@@ -137,8 +137,10 @@ class Watermark:
         delivered = max((s.newest for s in self.sources.values() if s.newest is not None), default=0.0)
         return delivered if delivered > self.recovered else self.recovered
 
-    def current(self, at: float, unread: Unread | None = None) -> float:
-        """The watermark at monotonic time `at`."""
+    def current(self, at: float, unread: Unread | None = None,
+                read_to_end: Callable[[Hashable], bool] | None = None) -> float:
+        """The watermark at monotonic time `at`. `read_to_end(source)`: a merged source has
+        been read to its end as a fetch since the assignment reported it."""
         held: float | None = None
         for source, s in self.sources.items():
             if source in self.marks:
@@ -149,7 +151,7 @@ class Watermark:
                 held = s.newest if held is None or s.newest < held else held
         for merged, marks in self.marks.items():
             caught_up = merged in self.caught_up
-            if not caught_up and unread is not None and unread(merged) == 0:
+            if not caught_up and read_to_end is not None and read_to_end(merged):
                 self.caught_up.add(merged)  # read to its end: whatever an earlier reader forwarded lay before
                 caught_up = True
             for upstream in self.upstream:

@@ -46,28 +46,24 @@ class DueCheck(NamedTuple):
     partition: int
 
 
-class Silence:
-    def __init__(self, settings: Settings, policy: Policy, metrics: Metrics, send: Sink,
-                 ready: Callable[[], bool], active: Callable[[], set[int]],
-                 highwater: Callable[[str, int], int | None] = lambda topic, partition: None,
-                 start_offset: Callable[[str, int], int | None] = lambda topic, partition: None,
-                 send_mark: MarkSink | None = None) -> None:
-        self.settings, self.policy, self.metrics, self.send = settings, policy, metrics, send
-        self.ready, self.active, self.highwater, self.start_offset = ready, active, highwater, start_offset
+class Positions:
+    """Where this worker's reading of each source partition stands, as far as the consumer's
+    last fetch tells."""
+
+    def __init__(self, highwater: Callable[[str, int], int | None],
+                 start_offset: Callable[[str, int], int | None]) -> None:
+        self.highwater, self.start_offset = highwater, start_offset
         self.last_offset: dict[tuple[str, int], int] = {}  # per source, the last offset delivered
-        self.index = DeadlineIndex()
-        self.clock = Watermark(settings.idle_source_s)
-        self.marks = MarkWriter(settings, metrics, self.clock, send_mark, self.unread, ready)
-        self.held: set[int] = set()  # the partitions of the last assignment
-        self.waiting = 0  # events held in states until the watermark passes them
-        self.batch_since_tick = False  # a batch ran since the timer's last tick: it took the due deadlines
+        self.ends_at_assignment: dict[tuple[str, int], int | None] = {}
+
+    def reset(self, watched: Iterable[tuple[str, int]]) -> None:
+        """A new assignment; the `watched` partitions' ends as the consumer knows them now."""
+        self.last_offset.clear()
+        self.ends_at_assignment = {source: self.highwater(*source) for source in watched}
 
     def read(self, topic: str, partition: int, offset: int) -> None:
         """A message was delivered (an event or not): where its source's reading stands."""
         self.last_offset[(topic, partition)] = offset
-
-    def saw(self, topic: str, partition: int, event_time: float) -> None:
-        self.clock.saw((topic, partition), event_time, time.monotonic())
 
     def unread(self, source: Any) -> int | None:
         """Records a source has left to read, as far as the last fetch told (None: not known)."""
@@ -79,6 +75,35 @@ class Silence:
             return max(end - last - 1, 0)
         start = self.start_offset(*source)  # nothing delivered since the assignment
         return max(end - start, 0) if start is not None else (0 if end == 0 else None)
+
+    def read_to_end(self, source: Any) -> bool:
+        """A watched source read to its end, as a fetch since the assignment reports it: the
+        consumer's end of a partition it held before is the last fetch's until the next,
+        which can predate the assignment (and miss what was forwarded there just before)."""
+        if source not in self.last_offset and self.highwater(*source) == self.ends_at_assignment.get(source):
+            return False
+        return self.unread(source) == 0
+
+
+class Silence:
+    def __init__(self, settings: Settings, policy: Policy, metrics: Metrics, send: Sink,
+                 ready: Callable[[], bool], active: Callable[[], set[int]],
+                 highwater: Callable[[str, int], int | None] = lambda topic, partition: None,
+                 start_offset: Callable[[str, int], int | None] = lambda topic, partition: None,
+                 send_mark: MarkSink | None = None) -> None:
+        self.settings, self.policy, self.metrics, self.send = settings, policy, metrics, send
+        self.ready, self.active = ready, active
+        self.positions = Positions(highwater, start_offset)
+        self.read, self.unread = self.positions.read, self.positions.unread
+        self.index = DeadlineIndex()
+        self.clock = Watermark(settings.idle_source_s)
+        self.marks = MarkWriter(settings, metrics, self.clock, send_mark, self.unread, ready)
+        self.held: set[int] = set()  # the partitions of the last assignment
+        self.waiting = 0  # events held in states until the watermark passes them
+        self.batch_since_tick = False  # a batch ran since the timer's last tick: it took the due deadlines
+
+    def saw(self, topic: str, partition: int, event_time: float) -> None:
+        self.clock.saw((topic, partition), event_time, time.monotonic())
 
     def forwarded(self, key: bytes, origin: bytes, event_time: float) -> None:
         """An event forwarded to its customer's repartition partition: in flight until read
@@ -95,7 +120,7 @@ class Silence:
 
     def watermark(self) -> float:
         """The event-time watermark of this worker's sources (0 until they have delivered)."""
-        return self.clock.current(time.monotonic(), self.unread)
+        return self.clock.current(time.monotonic(), self.unread, self.positions.read_to_end)
 
     def now(self) -> float:
         return self.watermark() if self.settings.clock == "event" else time.time()
@@ -167,7 +192,7 @@ class Silence:
         self.clock.reset([(t, p) for t in (*s.input_topics, s.repartition_topic) for p in active], time.monotonic(),
                          merged=merged, upstream=[(t, p) for t in s.input_topics for p in range(s.topic_partitions)])
         self.marks.reset()
-        self.last_offset.clear()
+        self.positions.reset([(s.repartition_topic, p) for p in active])
         self.index.clear()
         count = waiting = 0
         for n, (key, raw) in enumerate(records):
