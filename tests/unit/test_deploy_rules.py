@@ -39,3 +39,16 @@ def test_every_metric_an_alert_reads_is_exported():
             exported |= {f"{name}_total"} if kind == "counter" else set()
     used = {m for expr in _alerts(RULE_FILES[0]).values() for m in re.findall(r"\bchurn_[a-z_]+", expr)}
     assert used and used <= exported, sorted(used - exported)
+
+
+def test_every_metric_the_dashboard_reads_is_exported_and_lag_has_a_panel():
+    import json
+
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "churn-worker.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for expr in exprs for m in re.findall(r"\bchurn_[a-z_]+", expr)}
+    exported = {line.split()[2] for line in generate_latest(Metrics().registry).decode().splitlines()
+                if line.startswith("# TYPE ")}
+    exported |= {f"{n}_{s}" for n in exported for s in ("total", "bucket", "sum", "count")}
+    assert used and used <= exported, sorted(used - exported)
+    assert "churn_consumer_lag_records" in used
