@@ -17,7 +17,16 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP)  ## create .venv and install the worker with its dev extra
+# promtool (alert rule checks and unit tests) from Debian's prometheus package, unpacked
+# into the venv: no service is installed or started
+$(BIN)/promtool: | $(STAMP)
+	rm -rf $(VENV)/prometheus-deb && mkdir -p $(VENV)/prometheus-deb
+	cd $(VENV)/prometheus-deb && apt-get download prometheus
+	dpkg-deb -x $(VENV)/prometheus-deb/prometheus_*.deb $(VENV)/prometheus-deb/unpacked
+	cp $(VENV)/prometheus-deb/unpacked/usr/bin/promtool $@
+	rm -rf $(VENV)/prometheus-deb
+
+install: $(STAMP) $(BIN)/promtool  ## create .venv and install the worker with its dev extra, and promtool
 
 test: lint typecheck  ## lint, typecheck, then the whole suite (unit, agent, integration on the embedded broker)
 	$(BIN)/python -m pytest -q

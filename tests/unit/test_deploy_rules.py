@@ -52,3 +52,21 @@ def test_every_metric_the_dashboard_reads_is_exported_and_lag_has_a_panel():
     exported |= {f"{n}_{s}" for n in exported for s in ("total", "bucket", "sum", "count")}
     assert used and used <= exported, sorted(used - exported)
     assert "churn_consumer_lag_records" in used
+
+
+def _promtool(*args: str) -> str:
+    import subprocess
+    import sys
+
+    promtool = Path(sys.executable).parent / "promtool"  # `make install` puts it beside the venv's python
+    done = subprocess.run([str(promtool), *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_promtool_accepts_the_rules_and_their_unit_tests_pass():
+    """deploy/prometheus/alerts.test.yml: among others, the stuck-consumer alert fires for a
+    ready worker with records to read that consumes nothing, and not while it consumes."""
+    assert "SUCCESS" in _promtool("check", "rules", "alerts.yml")
+    assert "SUCCESS" in _promtool("test", "rules", "alerts.test.yml")
