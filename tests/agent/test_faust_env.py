@@ -43,8 +43,3 @@ def test_without_the_guard_faust_would_take_them(monkeypatch):
     conf = faust.App("plain", topic_partitions=4, producer_acks=-1).conf
     assert (conf.topic_partitions, conf.producer_acks) == (8, 1)
 
-
-def test_the_deployment_turns_service_links_off():
-    text = (ROOT / "deploy" / "k8s" / "deployment.yaml").read_text()
-    pod_spec = text[text.index("  template:"):]
-    assert "\n      enableServiceLinks: false\n" in pod_spec  # at the pod spec's indentation
