@@ -56,8 +56,8 @@ class Watermark:
     def __init__(self, idle_s: float) -> None:
         self.idle_s = idle_s
         self.sources: dict[Hashable, _Source] = {}
-        self.in_flight: dict[bytes, float] = {}  # forwarded, not yet read back: origin -> event time
-        self.flight_to: dict[bytes, Hashable] = {}  # ... and the merged source it was sent to
+        # forwarded, not yet read back: origin -> (event time, the partition it was sent to)
+        self.in_flight: dict[bytes, tuple[float, Hashable]] = {}
         self.upstream: tuple[Hashable, ...] = ()  # the input partitions every merged source carries marks of
         self.marks: dict[Hashable, dict[Hashable, float | None]] = {}  # merged source -> input partition -> mark
         self.caught_up: set[Hashable] = set()  # merged sources this worker's own mark has come back from
@@ -72,10 +72,8 @@ class Watermark:
         `merged` ones (repartition partitions) hold it by the marks they carry, one for each
         of the `upstream` sources (every partition of every input topic)."""
         self.sources = {s: _Source(at) for s in sources}
-        for origin, target in list(self.flight_to.items()):
-            if target not in self.sources:  # a partition still held is still to be read back here
-                self.in_flight.pop(origin, None)
-                del self.flight_to[origin]
+        # a partition still held is still to be read back here
+        self.in_flight = {origin: sent for origin, sent in self.in_flight.items() if sent[1] in self.sources}
         self.upstream = tuple(upstream)
         self.marks = {s: {} for s in merged}
         self.caught_up = set()
@@ -124,12 +122,10 @@ class Watermark:
 
     def forwarded(self, origin: bytes, event_time: float, to: Hashable = None) -> None:
         """An event sent to a repartition partition this worker holds (`to`), to be read back."""
-        self.in_flight[origin] = event_time
-        self.flight_to[origin] = to
+        self.in_flight[origin] = (event_time, to)
 
     def arrived(self, origin: bytes) -> None:
         self.in_flight.pop(origin, None)
-        self.flight_to.pop(origin, None)
 
     def newest(self) -> float:
         """The newest event time delivered (0 before any): by any source, or before the
@@ -176,7 +172,7 @@ class Watermark:
         return at - s.active_at < self.idle_s
 
     def in_flight_min(self) -> float | None:
-        return min(self.in_flight.values(), default=None)
+        return min((t for t, _ in self.in_flight.values()), default=None)
 
     def _hold(self, candidate: float | None) -> float:
         if candidate is not None and candidate > self.value:

@@ -200,8 +200,8 @@ class Silence:
             if part in active and (state := recovered(key, raw, part, self.metrics)) is not None:
                 count += 1
                 waiting += len(state.pending)
-                for event in state.pending:
-                    self.clock.waiting(event.occurred_at)
+                if state.pending:  # in time order: the last is the newest
+                    self.clock.waiting(state.pending[-1].occurred_at)
                 self.index.set(key, next_due(self.policy, state))
             if n % REBUILD_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
