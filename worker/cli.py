@@ -185,9 +185,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     from worker.config import load_settings
     from worker.errors import ConfigError
+    from worker.kafka_security import kafka_auth
     from worker.tools.kafka_io import create_topics, lines, produce
 
     settings = load_settings()
+    auth = kafka_auth(settings)
     bootstrap = settings.kafka_bootstrap
     if not bootstrap:
         raise ConfigError("CHURN_KAFKA_BOOTSTRAP: required for `produce`")
@@ -195,10 +197,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     total = sum(1 for _ in lines(str(args.file)))
 
     async def go() -> int:
-        await create_topics(bootstrap, [topic], settings.topic_partitions)
+        await auth.check(bootstrap)
+        await create_topics(bootstrap, [topic], settings.topic_partitions, options=auth.options)
         with tqdm(total=total, unit="ev", desc=f"-> {topic}") as bar:
-            return await produce(bootstrap, topic, lines(str(args.file)),
-                                 keyed=not args.unkeyed, progress=bar, rate=args.rate)
+            return await produce(bootstrap, topic, lines(str(args.file)), keyed=not args.unkeyed,
+                                 progress=bar, rate=args.rate, options=auth.options)
 
     sent = asyncio.run(go())
     print(f"sent {sent} messages to {topic}")

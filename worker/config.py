@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.core.policy import Policy, parse_policy
@@ -26,6 +26,14 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str | None = Field(
         None, description="host:port[,host:port]; unset = embedded broker (demo/test only)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = Field(None, description="a file holding the password (a mounted secret)")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) to verify brokers; default: system CAs")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    kafka_ssl_keyfile: Path | None = Field(None, description="its private key (PEM); default: in the certfile")
     app_id: str = Field("churn-worker", pattern=r"^[A-Za-z0-9._-]+$", description="faust app id and consumer group")
     input_topics: Annotated[tuple[str, ...], NoDecode] = ("customer-events",)
     topic_partitions: int = Field(4, ge=1, le=1024)
@@ -83,6 +91,22 @@ class Settings(BaseSettings):
             raise ValueError("at least one input topic is required")
         return value
 
+    @model_validator(mode="after")
+    def _security_consistent(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username:
+                raise ValueError(f"CHURN_KAFKA_SASL_USERNAME is required with CHURN_KAFKA_SECURITY_PROTOCOL={protocol}")
+            if (self.kafka_sasl_password is None) == (self.kafka_sasl_password_file is None):
+                raise ValueError(f"exactly one of CHURN_KAFKA_SASL_PASSWORD and CHURN_KAFKA_SASL_PASSWORD_FILE "
+                                 f"is required with CHURN_KAFKA_SECURITY_PROTOCOL={protocol}")
+        if protocol not in ("SSL", "SASL_SSL") and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
+            raise ValueError(f"CHURN_KAFKA_SSL_* files are set but CHURN_KAFKA_SECURITY_PROTOCOL={protocol} "
+                             "does not use TLS (SSL or SASL_SSL)")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("CHURN_KAFKA_SSL_KEYFILE is set without CHURN_KAFKA_SSL_CERTFILE")
+        return self
+
     @property
     def trigger_topics(self) -> dict[str, str]:
         return {
@@ -102,7 +126,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"CHURN_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"CHURN_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" if err["loc"]
+            else err["msg"].removeprefix("Value error, ") for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
 

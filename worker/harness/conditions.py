@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -52,17 +53,19 @@ def overdue_silence(samples: Mapping[tuple, float], clock: str) -> str | None:
 
 
 # ---- the broker --------------------------------------------------------------------------------
-async def uncommitted(bootstrap: str, group: str, topics: Iterable[str]) -> list[str]:
+async def uncommitted(bootstrap: str, group: str, topics: Iterable[str],
+                      options: dict[str, Any] | None = None) -> list[str]:
     """What `group` has not committed yet on `topics`, one line a partition ('topic[p]: committed
     c of end e'), or a topic that does not exist; [] when every message has been committed.
 
     The committed offsets are read before the ends, so [] also means that nothing was
     appended between the two reads."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS,
+                                **(options or {}))
     await consumer.start()
     try:
         tps, missing = await _partitions(consumer, topics)
-        committed = await committed_offsets(bootstrap, group, tps)
+        committed = await committed_offsets(bootstrap, group, tps, options)
         ends = await _high_watermarks(consumer, tps, committed)
     finally:
         await consumer.stop()
@@ -70,13 +73,14 @@ async def uncommitted(bootstrap: str, group: str, topics: Iterable[str]) -> list
                       for tp in tps if committed[tp] < ends[tp]]
 
 
-async def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition],
+                            options: dict[str, Any] | None = None) -> dict[TopicPartition, int]:
     """The group's committed offset (the next offset it will read) per partition; 0 where none.
     Partitions are named: Tansu answers an OffsetFetch for 'all partitions' in a form aiokafka
     cannot decode."""
     if not tps:
         return {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options or {}))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
@@ -85,11 +89,13 @@ async def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition
     return {tp: max(offsets[tp].offset, 0) if tp in offsets else 0 for tp in tps}
 
 
-async def read_to_end(bootstrap: str, topic: str, timeout_s: float = READ_TIMEOUT_S) -> list:
+async def read_to_end(bootstrap: str, topic: str, timeout_s: float = READ_TIMEOUT_S,
+                      options: dict[str, Any] | None = None) -> list:
     """Every record of `topic`, from the beginning to each partition's end as a fetch reports
-    it (its high watermark), ordered by partition and offset; [] when there is no such topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_WAIT_MS)
+    it (its high watermark), ordered by partition and offset; [] when there is no such topic.
+    `options`: TLS and SASL (worker.kafka_security)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=FETCH_WAIT_MS, **(options or {}))
     await consumer.start()
     records: list = []
     try:

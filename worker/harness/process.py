@@ -23,6 +23,7 @@ from worker.config import Settings, load_settings
 from worker.errors import ChurnWorkerError
 from worker.harness.broker import free_port, stop_process
 from worker.harness.conditions import overdue_silence, ticks_sent, uncommitted
+from worker.kafka_security import kafka_auth
 
 POLL_S = 0.3  # between two checks of a condition
 
@@ -160,7 +161,7 @@ def wait_settled(workers: Sequence[WorkerProcess], total: int = 0, timeout: floa
 def _uncommitted(workers: Sequence[WorkerProcess]) -> str:
     settings = workers[0].settings
     left = asyncio.run(uncommitted(workers[0].bootstrap, settings.app_id,
-                                   [*settings.input_topics, settings.repartition_topic]))
+                                   [*settings.input_topics, settings.repartition_topic], kafka_auth(settings).options))
     return "; ".join(left)
 
 

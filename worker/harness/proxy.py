@@ -3,6 +3,9 @@
     with CutProxy(upstream_port) as proxy:   # listens on 127.0.0.1:proxy.port
         ...; proxy.cut(); ...; proxy.restore()
 
+With `tls` (an ssl server context) it accepts TLS only and forwards the plain bytes: a
+TLS-terminating listener in front of a broker that speaks plaintext.
+
 While cut, every open connection is closed and new ones are accepted and closed at once (as
 a broker that went away, or a network partition with resets). The broker must advertise
 the proxy's port, or clients would reach it directly after their first metadata request.
@@ -10,6 +13,7 @@ the proxy's port, or clients would reach it directly after their first metadata 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from types import TracebackType
 
@@ -19,8 +23,9 @@ CHUNK = 65536
 
 
 class CutProxy:
-    def __init__(self, upstream_port: int, port: int | None = None) -> None:
-        self.upstream_port = upstream_port
+    def __init__(self, upstream_port: int, port: int | None = None, tls: ssl.SSLContext | None = None) -> None:
+        self.upstream_port, self.tls = upstream_port, tls
+        self.connections = 0  # accepted so far (with tls: handshakes completed)
         self.port = port or free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cut-proxy", daemon=True)
@@ -47,7 +52,7 @@ class CutProxy:
         asyncio.run_coroutine_threadsafe(self._set(False), self._loop).result(10)
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port, ssl=self.tls)
 
     async def _stop(self) -> None:
         if self._server is not None:
@@ -65,6 +70,7 @@ class CutProxy:
         if self._cut:
             writer.transport.abort()
             return
+        self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:

@@ -21,11 +21,13 @@ import logging
 import os
 from typing import Any
 
+import faust
 from faust.types import TP
 
 from worker.config import Settings
 from worker.core.partitioner import partition_of
 from worker.core.policy import Policy
+from worker.kafka_security import KafkaAuth, kafka_auth
 from worker.model.artifact import ModelArtifact
 from worker.shell import kafka_client
 from worker.shell.batching import BatchApp
@@ -47,12 +49,13 @@ class ChurnApp:
 
     def __init__(self, settings: Settings, artifact: ModelArtifact, policy: Policy,
                  metrics: Metrics | None = None, *, broker: str | None = None, sink: Sink | None = None,
-                 changelog: ChangelogSink | None = None) -> None:
+                 changelog: ChangelogSink | None = None, auth: KafkaAuth | None = None) -> None:
         kafka_client.install()  # producers keep the metadata of every topic they send to
         self.settings, self.artifact, self.policy = settings, artifact, policy
+        self.auth = auth or kafka_auth(settings)  # TLS and SASL: every Kafka client alike
         self.metrics = metrics or Metrics()
         self.assigned_once = False  # a worker with no partitions (spare replica) is still ready
-        self.app = make_app(settings, broker or broker_url(settings))
+        self.app = make_app(settings, broker or broker_url(settings), self.auth)
         raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.source = self.app.topic(*settings.input_topics, settings.repartition_topic,
                                      partitions=settings.topic_partitions, **raw)
@@ -62,7 +65,8 @@ class ChurnApp:
                                     partitions=settings.topic_partitions)
         self.producer = OutputProducer(
             settings.kafka_bootstrap or "", self.table.changelog_topic.get_topic_name(),
-            exact_end_offsets=settings.changelog_exact_end_offsets, timeout_s=settings.produce_timeout_s)
+            exact_end_offsets=settings.changelog_exact_end_offsets, timeout_s=settings.produce_timeout_s,
+            options=self.auth.options)
         self.send: Sink = sink or self._send_to_topic
         self.silence = Silence(settings, policy, self.metrics, self.send, ready=self.is_ready,
                                active=lambda: self.active_partitions(), highwater=self.highwater,
@@ -181,13 +185,14 @@ class ChurnApp:
         return ready
 
 
-def make_app(settings: Settings, broker: str) -> BatchApp:
+def make_app(settings: Settings, broker: str, auth: KafkaAuth | None = None) -> BatchApp:
     """The faust app, configured from the worker's settings only. `env={}`: faust would
     otherwise read about 80 unprefixed environment variables over these (`WEB_PORT`, which
     Kubernetes injects for a Service named `web`, `TOPIC_PARTITIONS`, `PRODUCER_ACKS`...)."""
     s = settings
     return BatchApp(
         s.app_id, env={}, broker=broker, store="memory://", autodiscover=False,
+        broker_credentials=faust_credentials(auth or KafkaAuth()),
         topic_partitions=s.topic_partitions, topic_replication_factor=s.topic_replication,
         processing_guarantee="at_least_once", consumer_auto_offset_reset=s.offset_reset,
         broker_max_poll_records=s.max_poll_records, table_standby_replicas=1,
@@ -197,6 +202,16 @@ def make_app(settings: Settings, broker: str) -> BatchApp:
         producer_acks=-1, producer_request_timeout=s.produce_timeout_s,
         consumer_max_fetch_size=s.max_partition_fetch_bytes,
     )
+
+
+def faust_credentials(auth: KafkaAuth) -> Any:
+    """The worker's Kafka security as faust's `broker_credentials` (None: plaintext)."""
+    if auth.mechanism is not None:
+        return faust.SASLCredentials(username=auth.username, password=auth.password, mechanism=auth.mechanism,
+                                     ssl_context=auth.ssl_context)
+    if auth.ssl_context is not None:
+        return faust.SSLCredentials(auth.ssl_context)
+    return None
 
 
 def broker_url(settings: Settings) -> str:

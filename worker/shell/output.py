@@ -45,8 +45,9 @@ class OutputProducer:
     """
 
     def __init__(self, bootstrap: str, topic: str, acks: int | str = "all", *, exact_end_offsets: bool = True,
-                 timeout_s: float = 120.0) -> None:
+                 timeout_s: float = 120.0, options: dict[str, Any] | None = None) -> None:
         self.bootstrap, self.topic, self.acks, self.timeout_s = bootstrap, topic, acks, timeout_s
+        self.options = options or {}  # TLS and SASL (worker.kafka_security)
         self.exact_end_offsets = exact_end_offsets
         self.kafka: Any = None
         self.closed = False
@@ -62,7 +63,7 @@ class OutputProducer:
                 if self.kafka is None:
                     from aiokafka import AIOKafkaProducer
                     producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=self.acks, linger_ms=0,
-                                                request_timeout_ms=int(self.timeout_s * 1000))
+                                                request_timeout_ms=int(self.timeout_s * 1000), **self.options)
                     await producer.start()
                     self.kafka = producer
         return self.kafka

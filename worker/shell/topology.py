@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from worker.config import Settings
 from worker.errors import ConfigError
+from worker.kafka_security import kafka_auth
 
 RETRY_EVERY_S = 2.0
 TABLE = "customer_state"  # the table's name: its changelog topic is <app_id>-customer_state-changelog
@@ -29,6 +30,7 @@ def checked_topics(settings: Settings) -> list[str]:
 async def check_co_partitioning(settings: Settings, timeout_s: float = 60.0) -> None:
     """Raise ConfigError when a topic exists with another partition count; a cluster that
     does not answer within `timeout_s` (retried meanwhile) also stops start-up."""
+    await kafka_auth(settings).check(settings.kafka_bootstrap or "")  # a wrong CA or password, said plainly
     counts = await _partition_counts(settings, checked_topics(settings), timeout_s)
     wrong = {t: n for t, n in counts.items() if n != settings.topic_partitions}
     if wrong:
@@ -42,7 +44,8 @@ async def _partition_counts(settings: Settings, topics: list[str], timeout_s: fl
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap or "", request_timeout_ms=10_000)
+        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap or "", request_timeout_ms=10_000,
+                                **kafka_auth(settings).options)
         try:
             await client.bootstrap()
             await client.fetch_all_metadata()

@@ -6,14 +6,16 @@ import asyncio
 import json
 import random
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1,
+                        options: dict[str, Any] | None = None) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -38,10 +40,11 @@ def customer_key(value: bytes) -> bytes | None:
 
 async def produce(bootstrap: str, topic: str, values: Iterable[bytes], *, keyed: bool = True,
                   progress: object = None, rate: float | None = None, unkeyed_share: float = 0.0,
-                  seed: int = 0) -> int:
+                  seed: int = 0, options: dict[str, Any] | None = None) -> int:
     """Send every value; key by customer id when `keyed`, but for a random `unkeyed_share` of
-    them (as a producer that sends some events without a key would). `rate` caps events/s."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    them (as a producer that sends some events without a key would). `rate` caps events/s.
+    `options`: TLS and SASL (worker.kafka_security)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", **(options or {}))
     await producer.start()
     sent = 0
     rng = random.Random(seed)
