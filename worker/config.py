@@ -6,6 +6,8 @@ Every field can be set as CHURN_<FIELD_NAME>; a bad value stops start-up with a
 """
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -45,8 +47,14 @@ class Settings(BaseSettings):
     model_dir: Path = Field(default_factory=shipped_model_dir, description="default: the shipped model")
     policy_path: Path = DEFAULT_POLICY
     clock: Literal["wall", "event"] = Field("wall", description="wall in production; event for replays")
-    web_host: str = "127.0.0.1"
+    web_host: str = Field("127.0.0.1", description="the address the HTTP server binds")
     web_port: int = Field(6066, ge=0, le=65535)
+    web_advertised_host: str | None = Field(
+        None, description="how the other workers reach this one (the pod IP); default: CHURN_WEB_HOST, or the "
+                          "host name when that is a wildcard")
+    http_token: SecretStr | None = Field(
+        None, description="bearer token for /customers/<id>; without one it is served on loopback only")
+    http_token_file: Path | None = Field(None, description="a file holding the token (a mounted secret)")
     data_dir: Path = Path("churn-data")
     input_mode: Literal["batch", "stream"] = Field(
         "batch", description="batch: a fetch at a time beneath faust's stream; stream: a faust agent")
@@ -103,6 +111,8 @@ class Settings(BaseSettings):
         if protocol not in ("SSL", "SASL_SSL") and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
             raise ValueError(f"CHURN_KAFKA_SSL_* files are set but CHURN_KAFKA_SECURITY_PROTOCOL={protocol} "
                              "does not use TLS (SSL or SASL_SSL)")
+        if self.http_token is not None and self.http_token_file is not None:
+            raise ValueError("set CHURN_HTTP_TOKEN or CHURN_HTTP_TOKEN_FILE, not both")
         if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
             raise ValueError("CHURN_KAFKA_SSL_KEYFILE is set without CHURN_KAFKA_SSL_CERTFILE")
         return self
@@ -114,6 +124,22 @@ class Settings(BaseSettings):
             "win_back": self.win_back_topic,
             "service_recovery": self.service_recovery_topic,
         }
+
+    @property
+    def advertised_host(self) -> str:
+        if self.web_advertised_host:
+            return self.web_advertised_host
+        return socket.gethostname() if self.web_host in ("0.0.0.0", "::", "") else self.web_host
+
+    @property
+    def web_on_loopback(self) -> bool:
+        """The HTTP server answers on loopback addresses only."""
+        if self.web_host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.web_host).is_loopback
+        except ValueError:  # a host name: it may resolve beyond loopback
+            return False
 
     @property
     def repartition_topic(self) -> str:

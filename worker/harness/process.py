@@ -104,10 +104,15 @@ class WorkerProcess:
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def get(self, path: str) -> tuple[int, bytes]:
-        """(status, body); status 0 when nothing answers."""
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """(status, body); status 0 when nothing answers. With no `headers`, the worker's own
+        CHURN_HTTP_TOKEN (if it has one) goes along as the bearer token."""
+        if headers is None:
+            token = self.env.get("CHURN_HTTP_TOKEN")
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+            with urllib.request.urlopen(request, timeout=5) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()

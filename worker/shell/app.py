@@ -198,7 +198,8 @@ def make_app(settings: Settings, broker: str, auth: KafkaAuth | None = None) -> 
         broker_max_poll_records=s.max_poll_records, table_standby_replicas=1,
         broker_session_timeout=s.session_timeout_s, broker_rebalance_timeout=s.rebalance_timeout_s,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
-        web_bind=s.web_host, web_host=s.web_host, web_port=s.web_port, datadir=str(s.data_dir),
+        web_bind=s.web_host, web_host=s.advertised_host, web_port=s.web_port, datadir=str(s.data_dir),
+        web_router_enabled=False, web_tables_enabled=False,  # faust's /router, /table: no unauthenticated data
         producer_acks=-1, producer_request_timeout=s.produce_timeout_s,
         consumer_max_fetch_size=s.max_partition_fetch_bytes,
     )

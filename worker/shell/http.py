@@ -1,9 +1,22 @@
 """The worker's HTTP endpoints, on faust's web server: /metrics, /health, /ready and
-/customers/<id>."""
+/customers/<id>.
+
+/customers/<id> serves customer data, so it takes a bearer token (CHURN_HTTP_TOKEN): with
+one set, every request must carry it; with none, it is served only while the server binds
+loopback addresses (beyond them it answers 401 to everyone). Any worker of the group
+answers it: one that does not hold the customer's partition forwards the request, token
+and all, to the one that does (from faust's assignment; once, never onwards).
+/metrics, /health and /ready stay open, for probes and Prometheus. faust's own /router and
+/table routes are off (worker.shell.app.make_app).
+"""
 from __future__ import annotations
 
+import hmac
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import numpy as np
 from prometheus_client import generate_latest
 
@@ -11,12 +24,16 @@ from worker.core.codec import decode_state
 from worker.core.features import FEATURE_NAMES, features
 from worker.core.partitioner import partition_of
 from worker.core.triggers import pending_deadline
+from worker.errors import ConfigError
 
 if TYPE_CHECKING:
     from worker.shell.app import ChurnApp
 
 # aiohttp refuses a charset inside content_type; Prometheus reads text 0.0.4 as UTF-8 anyway.
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+FORWARDED = "X-Churn-Forwarded-By"  # on a forwarded request: answer it here, or not at all
+FORWARD_TIMEOUT_S = 10.0
+log = logging.getLogger("churn_worker")
 
 
 def add_routes(churn: ChurnApp) -> None:
@@ -37,16 +54,79 @@ def add_routes(churn: ChurnApp) -> None:
         return web.json({"ready": ok, "model_version": churn.artifact.version,
                          "policy_version": churn.policy.version}, status=200 if ok else 503)
 
+    token = http_token(churn.settings)
+    if token is None and not churn.settings.web_on_loopback:
+        log.warning("CHURN_WEB_HOST=%s is beyond loopback and no CHURN_HTTP_TOKEN is set: /customers/<id> "
+                    "answers 401 to every request", churn.settings.web_host)
+
     @app.page("/customers/{customer_id}")
     async def customer(web: Any, request: Any, customer_id: str) -> Any:
-        # Answered by the worker that owns the customer's partition; another worker says
-        # which partition to look for (faust's table routing needs producer metadata for
-        # the changelog topic, which this worker writes with its own batch producer).
+        refused = unauthorized(token, churn.settings.web_on_loopback, request.headers.get("Authorization"))
+        if refused:
+            return web.json({"error": refused}, status=401, headers={"WWW-Authenticate": 'Bearer realm="churn-worker"'})
         part = partition_of(customer_id.encode(), churn.settings.topic_partitions)
-        if part not in churn.active_partitions():
+        if part in churn.active_partitions():
+            return web.json(describe(churn, customer_id))
+        if request.headers.get(FORWARDED):
             return web.json({"customer_id": customer_id, "partition": part,
                              "error": "partition not assigned to this worker"}, status=421)
-        return web.json(describe(churn, customer_id))
+        return await forward(churn, web, request, customer_id, part)
+
+
+def http_token(settings: Any) -> str | None:
+    """The bearer token, from CHURN_HTTP_TOKEN or the file CHURN_HTTP_TOKEN_FILE names."""
+    if settings.http_token_file is not None:
+        try:
+            token = Path(settings.http_token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"CHURN_HTTP_TOKEN_FILE: cannot read {settings.http_token_file}: "
+                              f"{exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"CHURN_HTTP_TOKEN_FILE: {settings.http_token_file} is empty")
+        return token
+    return settings.http_token.get_secret_value() if settings.http_token is not None else None
+
+
+def unauthorized(token: str | None, loopback: bool, authorization: str | None) -> str:
+    """Why a request for customer data is refused ('' when it is not)."""
+    if token is None:
+        return "" if loopback else "customer data needs CHURN_HTTP_TOKEN when the server binds beyond loopback"
+    if authorization is None:
+        return "an Authorization: Bearer token is required"
+    if not hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode()):
+        return "wrong token"
+    return ""
+
+
+async def forward(churn: ChurnApp, web: Any, request: Any, customer_id: str, part: int) -> Any:
+    """The owner's answer to the same request (503 while no other worker holds the partition)."""
+    own = str(churn.app.conf.canonical_url)
+    distribution = churn.app.assignor.changelog_distribution  # type: ignore[attr-defined]  # faust's PartitionAssignor
+    owner = owner_url(distribution, churn.table.changelog_topic.get_topic_name(), part)
+    if owner is None or owner.rstrip("/") == own.rstrip("/"):
+        return web.json({"customer_id": customer_id, "partition": part,
+                         "error": "no worker holds this partition now (rebalancing); try again"},
+                        status=503, headers={"Retry-After": "5"})
+    headers = {FORWARDED: own}
+    if (authorization := request.headers.get("Authorization")) is not None:
+        headers["Authorization"] = authorization
+    url = owner.rstrip("/") + request.rel_url.path
+    try:
+        async with churn.app.http_client.get(url, headers=headers,
+                                             timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)) as resp:
+            body = await resp.read()
+            return web.bytes(body, status=resp.status, content_type=resp.content_type)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return web.json({"customer_id": customer_id, "partition": part,
+                         "error": f"the worker holding the partition ({owner}) did not answer: {exc!r}"}, status=502)
+
+
+def owner_url(distribution: dict[str, dict[str, list[int]]], topic: str, part: int) -> str | None:
+    """The URL of the worker that holds `part` of `topic` actively, as the assignment says."""
+    for url, topics in distribution.items():
+        if part in topics.get(topic, ()):
+            return url
+    return None
 
 
 def describe(churn: ChurnApp, customer_id: str) -> dict[str, Any]:
