@@ -67,6 +67,11 @@ def _stream_commands(sub: Any) -> None:
     prod.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
     prod.set_defaults(func=cmd_produce)
 
+    erase = sub.add_parser("erase", help="erase customers (right to erasure): send a customer_erased event each")
+    erase.add_argument("customer_ids", nargs="+")
+    erase.add_argument("--topic", default=None, help="default: the first input topic")
+    erase.set_defaults(func=cmd_erase)
+
     demo = sub.add_parser("demo", help="broker + worker + sample stream, then a summary")
     _generator_args(demo, customers=1500, days=150)
     demo.add_argument("--keep-running", action="store_true", help="leave broker and worker up at the end")
@@ -194,18 +199,38 @@ def cmd_produce(args: argparse.Namespace) -> int:
     if not bootstrap:
         raise ConfigError("CHURN_KAFKA_BOOTSTRAP: required for `produce`")
     topic = args.topic or settings.input_topics[0]
-    total = sum(1 for _ in lines(str(args.file)))
+    if getattr(args, "customer_ids", None):  # `erase`: one customer_erased event each, dated now
+        values = [erasure_event(cid) for cid in args.customer_ids]
+    else:
+        values = list(lines(str(args.file)))
+    total = len(values)
 
     async def go() -> int:
         await auth.check(bootstrap)
         await create_topics(bootstrap, [topic], settings.topic_partitions, options=auth.options)
         with tqdm(total=total, unit="ev", desc=f"-> {topic}") as bar:
-            return await produce(bootstrap, topic, lines(str(args.file)), keyed=not args.unkeyed,
-                                 progress=bar, rate=args.rate, options=auth.options)
+            return await produce(bootstrap, topic, values, keyed=not getattr(args, "unkeyed", False),
+                                 progress=bar, rate=getattr(args, "rate", None), options=auth.options)
 
     sent = asyncio.run(go())
     print(f"sent {sent} messages to {topic}")
     return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Erasure goes through the input topic, keyed by customer: it reaches the worker that
+    holds the customer after the events sent before it."""
+    return cmd_produce(args)
+
+
+def erasure_event(customer_id: str) -> bytes:
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    return json.dumps({"schema_version": 1, "event_id": f"erase-{uuid.uuid4()}", "type": "customer_erased",
+                       "customer_id": customer_id,
+                       "occurred_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}).encode()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     follow_up_topic: str = "churn-trigger-follow-up"
     win_back_topic: str = "churn-trigger-win-back"
     service_recovery_topic: str = "churn-trigger-service-recovery"
+    erased_topic: str = Field("churn-customer-erased", description="where erasures are announced to subscribers")
     model_dir: Path = Field(default_factory=shipped_model_dir, description="default: the shipped model")
     policy_path: Path = DEFAULT_POLICY
     clock: Literal["wall", "event"] = Field("wall", description="wall in production; event for replays")

@@ -20,6 +20,7 @@ import orjson
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("login", "purchase", "support")
+ERASURE = "customer_erased"  # forget the customer: never folded into a state (worker.core.pipeline)
 SUPPORT_ACTIONS = ("opened", "replied", "resolved", "reopened")
 MAX_ID_LENGTH = 128
 MAX_ID_BYTES = 255   # ids are stored with a one-byte length (worker.core.codec)
@@ -121,10 +122,12 @@ def _build(obj: dict[str, Any]) -> Event:
     if type(version) is not int or version != SCHEMA_VERSION:
         raise _Refused("bad_schema_version", f"schema_version: expected {SCHEMA_VERSION}, got {version!r}")
     kind = _string(obj, "type")
-    if kind not in EVENT_TYPES:
-        raise _Refused("unknown_event_type", f"type: expected one of {EVENT_TYPES}, got {kind!r}")
+    if kind not in EVENT_TYPES and kind != ERASURE:
+        raise _Refused("unknown_event_type", f"type: expected one of {(*EVENT_TYPES, ERASURE)}, got {kind!r}")
     event_id, customer_id = _string(obj, "event_id"), _string(obj, "customer_id")
     occurred_at = _timestamp(obj, "occurred_at")
+    if kind == ERASURE:
+        return Event(event_id, kind, customer_id, occurred_at)
     # positional, in Event's field order (a named tuple built from keywords costs twice as much)
     if kind == "login":
         return Event(event_id, kind, customer_id, occurred_at, _string(obj, "channel", required=False))

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from worker.core.events import InvalidEvent, format_time
+from worker.core.events import Event, InvalidEvent, format_time
 from worker.core.features import FEATURE_NAMES, clv_estimate, nps_class, rhythm_days
 from worker.core.policy import Policy
 from worker.core.state import CustomerState
@@ -61,6 +61,23 @@ def build_trigger(decision: Fire, *, customer_id: str, state: CustomerState,
         "state": {name: round(float(v), 4) for name, v in zip(FEATURE_NAMES, row)},
         "event_time": format_time(now),
         "emitted_at": format_time(emitted_at),
+    }
+
+
+ERASED_SCHEMA_VERSION = 1
+
+
+def erased_record(customer_id: str, erasure: Event, model_version: str) -> dict[str, Any]:
+    """What subscribers get when a customer is erased (topic CHURN_ERASED_TOPIC, keyed by
+    the customer id): forget this customer. `erasure_id` is the erasure event's id, the
+    same on every copy (a redelivered erasure is sent again)."""
+    return {
+        "schema_version": ERASED_SCHEMA_VERSION,
+        "type": "customer_erased",
+        "erasure_id": erasure.event_id,
+        "customer_id": customer_id,
+        "requested_at": format_time(erasure.occurred_at),
+        "model_version": model_version,
     }
 
 

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from worker.core.events import Event
+from worker.core.events import ERASURE, Event
 from worker.core.features import features
 from worker.core.messages import build_trigger
 from worker.core.policy import Policy
@@ -69,6 +69,7 @@ class Result:
     late: list[Item] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     waiting: int = 0  # change in the number of events waiting for the watermark
+    erased: list[tuple[str, Event]] = field(default_factory=list)  # (customer id, its erasure), in order
 
 
 class _Point(NamedTuple):
@@ -161,6 +162,8 @@ def process(items: list[Item], states: Mapping[str, CustomerState], ctx: Context
         old = states.get(cid)
         if s.pending or (old is not None and old.pending):
             result.waiting += len(s.pending) - (len(old.pending) if old is not None else 0)
+    for cid in {cid for cid, _ in result.erased if cid not in result.states}:  # erased: its waiting events go
+        result.waiting -= len(old.pending) if (old := states.get(cid)) is not None else 0
     return result
 
 
@@ -197,6 +200,7 @@ def merge(into: Result, other: Result) -> None:
     into.late += other.late
     into.scores += other.scores
     into.waiting += other.waiting
+    into.erased += other.erased
     for counts, more in ((into.holdouts, other.holdouts), (into.quiet, other.quiet),
                          (into.suppressed, other.suppressed), (into.outcomes, other.outcomes)):
         counts.update(more)
@@ -215,6 +219,8 @@ def _advance(item: Item, state: CustomerState, ctx: Context, result: Result, bef
     event = item.event
     if event is None:
         return (yield from _catch_up(item.customer_id, state, item.deadline, ctx))
+    if event.type == ERASURE:
+        return erase(item.customer_id, state, event, result)
     key = event_key(event.event_id)
     # a record is redelivered if it was applied before this batch, or earlier in it: a fetch
     # holds each record once, but the copies of a forwarded event (one per forwarding: it is
@@ -246,6 +252,20 @@ def _advance(item: Item, state: CustomerState, ctx: Context, result: Result, bef
     state = yield from _catch_up(item.customer_id, state, event.occurred_at, ctx)
     ids = remember(state.recent_ids, key, event.occurred_at, ctx.late_before)
     return (yield from _decide_event(item.customer_id, fold(state, event, ids, applied), event, ctx))
+
+
+def erase(customer_id: str, state: CustomerState, event: Event, result: Result) -> CustomerState:
+    """Forget the customer as of the erasure's time: the state starts from nothing, keeping
+    only the events waiting for the watermark that are dated after it (a batch walks events
+    in time order, so those would come after it in the same batch too). Never late, never
+    a duplicate: erasing again changes nothing."""
+    result.outcomes[(ERASURE, "applied")] += 1
+    result.erased.append((customer_id, event))
+    kept = EMPTY
+    for waiting in state.pending:
+        if waiting.occurred_at > event.occurred_at:
+            kept = hold(kept, waiting, kept.applied)
+    return kept
 
 
 def _decide_event(customer_id: str, state: CustomerState, event: Event, ctx: Context) -> Walk:

@@ -17,24 +17,28 @@ from dataclasses import dataclass, field
 
 from worker.core.codec import decode_state, encode_state
 from worker.core.pipeline import Context, Item, Result, merge, process
-from worker.core.state import CustomerState
+from worker.core.state import EMPTY, CustomerState
 
 # a batch that fails item by item in at least this many items, and in most of them, is the
 # worker's fault rather than the input's
 MIN_FAILURES_AT_FAULT = 10
 
 
-def run_batch(items: list[Item], states: Mapping[str, CustomerState], ctx: Context) -> tuple[Result, dict[str, bytes]]:
+def run_batch(items: list[Item], states: Mapping[str, CustomerState],
+              ctx: Context) -> tuple[Result, dict[str, bytes | None]]:
     """The pipeline's result, and the encoded states it changed (only duplicates, late
-    events or early ticks leave a state as it was: nothing to store)."""
+    events or early ticks leave a state as it was: nothing to store); None for a customer
+    erased and not seen since (a tombstone: the record is deleted)."""
     result = process(items, states, ctx)
-    return result, {cid: encode_state(st) for cid, st in result.states.items() if st is not states.get(cid)}
+    encoded: dict[str, bytes | None] = {cid: None for cid, _ in result.erased if cid not in result.states}
+    encoded.update((cid, encode_state(st)) for cid, st in result.states.items() if st is not states.get(cid))
+    return result, encoded
 
 
 @dataclass
 class OneByOne:
     result: Result = field(default_factory=Result)
-    encoded: dict[str, bytes] = field(default_factory=dict)
+    encoded: dict[str, bytes | None] = field(default_factory=dict)
     failures: list[tuple[Item, Exception]] = field(default_factory=list)
 
 
@@ -52,6 +56,7 @@ def run_one_by_one(items: list[Item], raw_state: Callable[[str], bytes | None], 
             out.failures.append((item, exc))
             continue
         merge(out.result, one)
+        current.update({c: EMPTY for c, value in values.items() if value is None})  # erased
         current.update(one.states)
         out.encoded.update(values)
     return out

@@ -21,7 +21,7 @@ from worker.config import Settings
 from worker.core.admission import ORIGIN_HEADER, Forward, Mark, Rules, admit, header, origin_header
 from worker.core.codec import decode_state
 from worker.core.events import InvalidEvent
-from worker.core.messages import dead_letter_headers, encode
+from worker.core.messages import dead_letter_headers, encode, erased_record
 from worker.core.pipeline import Context, Item, Model, Result
 from worker.core.policy import Policy
 from worker.core.quarantine import run_batch, run_one_by_one, worker_at_fault
@@ -31,7 +31,7 @@ from worker.shell.output import ChangelogSink, Outgoing, Sink
 from worker.shell.silence import DueCheck, Silence
 
 log = logging.getLogger("churn_worker")
-Changes = dict[int, list[tuple[bytes, bytes]]]  # partition -> [(key, encoded state)] for the changelog
+Changes = dict[int, list[tuple[bytes, bytes | None]]]  # partition -> [(key, state or None: erased)] for the changelog
 
 
 class BatchHandler:
@@ -118,7 +118,7 @@ class BatchHandler:
             one_by_one = run_one_by_one(items, lambda cid: stored.get(keys[cid][0]), ctx)
             await self._quarantine(items, one_by_one.failures, pending)
             result, encoded = one_by_one.result, one_by_one.encoded
-        self.silence.reschedule(result.deadlines)
+        self.silence.reschedule({**{cid: None for cid, value in encoded.items() if value is None}, **result.deadlines})
         self.silence.waiting += result.waiting
         changes: Changes = {}
         for cid, value in encoded.items():
@@ -138,12 +138,7 @@ class BatchHandler:
     def _store(self, changes: Changes) -> None:
         """The batch's states into the table's store, once the changelog has them: a batch
         that fails before that leaves the store as it was, so running it again is clean."""
-        stored = self._stored()
-        for records in changes.values():
-            for key, value in records:
-                if key not in stored:
-                    self.tracked += 1
-                stored[key] = value
+        self.tracked += store(self._stored(), changes)
         self.metrics.customers.set(self.tracked)
 
     async def _send_outputs(self, result: Result, pending: list) -> None:
@@ -152,6 +147,9 @@ class BatchHandler:
             pending.append(await self.send(topics[trigger["type"]], trigger["customer_id"].encode(),
                                            encode(trigger), None))
             triggers.labels(trigger["type"]).inc()
+        for customer_id, erasure in result.erased:
+            pending.append(await self.send(self.settings.erased_topic, customer_id.encode(),
+                                           encode(erased_record(customer_id, erasure, self.model.version)), None))
         bound = self.settings.lateness_s
         for item in result.late:
             pending.append(await self.send(*self.dead_letter(late(item.ref, item.customer_id, bound), item.ref)))
@@ -183,6 +181,19 @@ class BatchHandler:
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset, bad.reason, bad.detail)
         return Outgoing(self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
                         dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
+
+
+def store(stored: Any, changes: Changes) -> int:
+    """Write the records into the store; the change in the number of customers held."""
+    added = 0
+    for records in changes.values():
+        for key, value in records:
+            if value is None:  # erased: its changelog record is a tombstone
+                added -= stored.pop(key, None) is not None
+                continue
+            added += key not in stored
+            stored[key] = value
+    return added
 
 
 def late(msg: Any, customer_id: str, bound: float) -> InvalidEvent:

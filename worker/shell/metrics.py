@@ -19,7 +19,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from worker.core.events import EVENT_TYPES, REASONS
+from worker.core.events import ERASURE, EVENT_TYPES, REASONS
 from worker.core.pipeline import Result
 from worker.core.triggers import TRIGGER_TYPES
 
@@ -131,6 +131,7 @@ class Metrics:
         for t in EVENT_TYPES:
             for o in OUTCOMES:
                 self.events.labels(t, o)
+        self.events.labels(ERASURE, "applied")
         self.events.labels("unknown", "dead_lettered")
         for path in ("batch", "timer"):
             self.silence_checks.labels(path)

@@ -26,7 +26,7 @@ class Outgoing(NamedTuple):
 # (topic, key, value, headers) -> awaitable future of the broker's acknowledgement
 Sink = Callable[[str, "bytes | None", bytes, "Headers | None"], Awaitable[Any]]
 # (partition -> [(key, value)]) -> futures of the broker's acknowledgements
-ChangelogSink = Callable[[dict[int, list[tuple[bytes, bytes]]]], Awaitable[list[Any]]]
+ChangelogSink = Callable[[dict[int, list[tuple[bytes, bytes | None]]]], Awaitable[list[Any]]]  # None: a tombstone
 
 
 class OutputProducer:
@@ -85,7 +85,7 @@ class OutputProducer:
         producer = await self.started()
         return await producer.send(topic, value, key=key, partition=partition, headers=headers or None)
 
-    async def write_changelog(self, partitioned: dict[int, list[tuple[bytes, bytes]]]) -> list[Any]:
+    async def write_changelog(self, partitioned: dict[int, list[tuple[bytes, bytes | None]]]) -> list[Any]:
         await self.started()
         futures = []
         for partition, records in partitioned.items():
@@ -100,7 +100,7 @@ class OutputProducer:
             futures += await self._send(partition, records[-1:])
         return futures
 
-    async def _send(self, partition: int, records: list[tuple[bytes, bytes]]) -> list[Any]:
+    async def _send(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> list[Any]:
         futures = []
         batch = self.kafka.create_batch()
         for key, value in records:
