@@ -89,6 +89,9 @@ class Settings(BaseSettings):
                                           "acknowledged, retries included; then its batch fails and is redelivered")
     session_timeout_s: float = Field(60.0, ge=1, description="consumer group session timeout")
     rebalance_timeout_s: float = Field(60.0, ge=1, description="how long a rebalance may take")
+    stall_s: float = Field(
+        300.0, gt=0, description="/health fails when a ready worker with records to read has consumed nothing "
+                                 "for this long")
     log_level: str = "info"
 
     @field_validator("input_topics", mode="before")

@@ -185,6 +185,9 @@ def test_metrics_count_what_happened(stream):
         assert ("churn_consumer_lag_records", ("partition", str(p)), ("topic", settings.repartition_topic)) in s
     assert s[("churn_rebalances_total",)] >= 1
     assert s[("process_resident_memory_bytes",)] > 0
+    # recovered: nothing left to read from the changelog, for its own partitions or standbys
+    assert s[("churn_table_recovery_remaining_records", ("kind", "active"))] == 0
+    assert stream["worker"].get("/health")[0] == 200  # read to the end: not stalled
 
 
 def test_training_computes_the_same_features_as_the_running_worker(stream):

@@ -1,5 +1,6 @@
-"""The shipped alert rules refer to metrics the worker exports, and the two copies (compose
-Prometheus and the Kubernetes PrometheusRule) hold the same alerts with the same expressions."""
+"""The shipped alert rules refer to metrics the worker exports; the Kubernetes PrometheusRule
+is generated from the compose Prometheus's alerts.yml; promtool accepts both and runs a unit
+test for every alert."""
 from __future__ import annotations
 
 import re
@@ -15,19 +16,30 @@ RULE_FILES = (DEPLOY / "prometheus" / "alerts.yml", DEPLOY / "k8s" / "prometheus
 
 def _alerts(path: Path) -> dict[str, str]:
     """alert name -> its expression, whitespace-normalised."""
-    text = path.read_text()
-    out = {}
-    for block in re.split(r"\n\s*- alert: ", text)[1:]:
-        name, rest = block.split("\n", 1)
-        expr = re.search(r"expr: (\|\n(?:\s{6,}.*\n)+|.*\n)", rest)
-        assert expr, f"{path.name}: {name} has no expr"
-        out[name.strip()] = " ".join(expr.group(1).replace("|", " ", 1).split())
-    return out
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    groups = doc["spec"]["groups"] if doc.get("kind") == "PrometheusRule" else doc["groups"]
+    return {r["alert"]: " ".join(r["expr"].split()) for g in groups for r in g["rules"] if "alert" in r}
 
 
-def test_both_rule_files_hold_the_same_alerts():
+def test_the_prometheus_rule_is_generated_from_alerts_yml():
+    """One source of truth: `make rules` writes the PrometheusRule from alerts.yml."""
+    from worker.tools.deploy_rules import ALERTS, PROMETHEUS_RULE, render
+
+    assert PROMETHEUS_RULE.read_text() == render(ALERTS.read_text()), "run `make rules`"
     compose, kubernetes = (_alerts(p) for p in RULE_FILES)
     assert compose and compose == kubernetes
+
+
+def test_every_alert_says_what_to_check_and_links_its_runbook():
+    import yaml
+
+    for group in yaml.safe_load(RULE_FILES[0].read_text())["groups"]:
+        for rule in group["rules"]:
+            notes = rule["annotations"]
+            assert {"summary", "description", "first_check", "runbook_url"} <= notes.keys(), rule["alert"]
+            assert notes["runbook_url"].startswith("https://") and rule["labels"]["severity"] in ("warning", "critical")
 
 
 def test_every_metric_an_alert_reads_is_exported():
@@ -65,8 +77,15 @@ def _promtool(*args: str) -> str:
     return done.stdout
 
 
-def test_promtool_accepts_the_rules_and_their_unit_tests_pass():
-    """deploy/prometheus/alerts.test.yml: among others, the stuck-consumer alert fires for a
-    ready worker with records to read that consumes nothing, and not while it consumes."""
+def test_promtool_accepts_the_rules_and_their_unit_tests_pass(tmp_path):
+    """deploy/prometheus/alerts.test.yml: every alert fires in a case of its own and stays
+    quiet in another (among them, the stuck-consumer alert fires for a ready worker with
+    records to read that consumes nothing, and not while it consumes)."""
+    import yaml
+
     assert "SUCCESS" in _promtool("check", "rules", "alerts.yml")
     assert "SUCCESS" in _promtool("test", "rules", "alerts.test.yml")
+    spec = tmp_path / "prometheusrule-spec.yml"  # what the operator hands Prometheus
+    spec.write_text(yaml.safe_dump(yaml.safe_load(RULE_FILES[1].read_text())["spec"]))
+    assert "SUCCESS" in _promtool("check", "rules", str(spec))
+

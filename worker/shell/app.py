@@ -33,6 +33,7 @@ from worker.shell import kafka_client
 from worker.shell.batching import BatchApp
 from worker.shell.handler import BatchHandler
 from worker.shell.http import add_routes
+from worker.shell.liveness import Progress
 from worker.shell.metrics import Metrics
 from worker.shell.narrowing import handle_narrowing
 from worker.shell.output import ChangelogSink, Headers, OutputProducer, Sink
@@ -71,6 +72,7 @@ class ChurnApp:
         self.silence = Silence(settings, policy, self.metrics, self.send, ready=self.is_ready,
                                active=lambda: self.active_partitions(), highwater=self.highwater,
                                start_offset=self.start_offset, send_mark=self._send_mark(sink))
+        self.progress = Progress(settings.stall_s)  # for /health
         self.handler = BatchHandler(settings, artifact, policy, self.metrics, self.table, self.silence, self.send,
                                     changelog or self.producer.write_changelog)
         self._wire()
@@ -114,6 +116,7 @@ class ChurnApp:
     async def handle_or_exit(self, batch: list[Any]) -> None:
         try:
             await handle_narrowing(self.handler, batch)
+            self.progress.consumed()
         except Exception:
             # faust acks a batch whose handler raised, and a restarted worker would skip it.
             # Exit without committing instead: the batch is redelivered after restart
@@ -128,6 +131,7 @@ class ChurnApp:
     async def on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
         """Rebuild the silence index from the recovered table (in memory, active partitions)."""
         self.metrics.rebalances.inc()
+        self.progress.consumed()  # a fresh assignment: the stall clock starts again
         self.handler.tracked = await self.silence.rebuild(list(self.table.data.items()))
         if not self.assigned_once:
             settle_heap()
@@ -183,6 +187,10 @@ class ChurnApp:
                  and self.broker_connected())
         self.metrics.ready.set(1 if ready else 0)
         return ready
+
+    def stalled(self) -> str:
+        """Why /health fails ('' while the worker makes progress or is not ready)."""
+        return self.progress.stalled(self.is_ready(), self.silence.unread_total())
 
 
 def make_app(settings: Settings, broker: str, auth: KafkaAuth | None = None) -> BatchApp:

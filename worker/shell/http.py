@@ -42,10 +42,13 @@ def add_routes(churn: ChurnApp) -> None:
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
         churn.is_ready()
+        churn.metrics.set_recovery(churn.app.tables)
         return web.bytes(generate_latest(churn.metrics.registry), content_type=PROMETHEUS_CONTENT_TYPE)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
+        if stalled := churn.stalled():
+            return web.json({"status": "stalled", "reason": stalled}, status=503)
         return web.json({"status": "ok"})
 
     @app.page("/ready")

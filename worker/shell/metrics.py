@@ -6,6 +6,7 @@ Base units (seconds, bytes), counters end in _total, label values are bounded
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from prometheus_client import (
@@ -83,6 +84,16 @@ class Metrics:
         self.ready = Gauge("churn_worker_ready", "1 when partitions are assigned and recovered", registry=r)
         self._prime()
 
+    def set_recovery(self, tables: Any) -> None:
+        """Changelog records left to recover (faust's TableManager `tables`), at each scrape."""
+        try:
+            recovery = tables.recovery
+            active, standby = recovery.active_remaining_total(), recovery.standby_remaining_total()
+        except Exception:  # no recovery under way yet
+            return
+        self.recovery_remaining.labels("active").set(active)
+        self.recovery_remaining.labels("standby").set(standby)
+
     def _time_gauges(self, r: CollectorRegistry) -> None:
         """Where the worker is in time: its deadlines, its watermark, and what waits for it."""
         self.next_deadline = Gauge("churn_deadline_next_seconds",
@@ -94,6 +105,9 @@ class Metrics:
                                registry=r)
         self.newest = Gauge("churn_event_time_newest_seconds",
                             "Newest event time any of this worker's sources has delivered", registry=r)
+        self.recovery_remaining = Gauge("churn_table_recovery_remaining_records",
+                                        "Changelog records left to recover into the table, for the partitions "
+                                        "this worker holds actively or as a standby", ["kind"], registry=r)
         self.waiting = Gauge("churn_events_waiting",
                              "Events counted into a state but waiting for the watermark to pass them "
                              "before they are folded and decided (event clock, or ahead of the wall clock)",

@@ -211,6 +211,12 @@ class Silence:
                  count, len(self.index), sorted(active))
         return count
 
+    def unread_total(self) -> int:
+        """Records left to read on the partitions held, as far as known."""
+        s = self.settings
+        return sum(u for t in (*s.input_topics, s.repartition_topic) for p in self.held
+                   if (u := self.unread((t, p))) is not None)
+
     def gauge(self) -> None:
         m = self.metrics
         m.deadlines.set(len(self.index))
