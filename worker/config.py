@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         None, description="bearer token for /customers/<id>; without one it is served on loopback only")
     http_token_file: Path | None = Field(None, description="a file holding the token (a mounted secret)")
     data_dir: Path = Path("churn-data")
+    store: Literal["memory", "rocksdb"] = Field(
+        "memory", description="the table's local store: memory (recovered from the whole changelog at every "
+                              "start) or rocksdb (kept in CHURN_DATA_DIR; a restart reads only the changelog's tail)")
+    rocksdb_block_cache_bytes: int = Field(
+        32 * 2**20, ge=2**20, description="RocksDB block cache per table partition (rocksdict's default is 2 GiB)")
     input_mode: Literal["batch", "stream"] = Field(
         "batch", description="batch: a fetch at a time beneath faust's stream; stream: a faust agent")
     batch_size: int = Field(2000, ge=1, le=100_000)

@@ -63,7 +63,7 @@ class ChurnApp:
         # Values are worker.core.codec bytes; the handler writes the store and the changelog
         # itself, in batches (worker.shell.output).
         self.table = self.app.Table(TABLE, default=None, key_type=bytes, value_type=bytes,
-                                    partitions=settings.topic_partitions)
+                                    partitions=settings.topic_partitions, options=store_options(settings))
         self.producer = OutputProducer(
             settings.kafka_bootstrap or "", self.table.changelog_topic.get_topic_name(),
             exact_end_offsets=settings.changelog_exact_end_offsets, timeout_s=settings.produce_timeout_s,
@@ -199,7 +199,7 @@ def make_app(settings: Settings, broker: str, auth: KafkaAuth | None = None) -> 
     Kubernetes injects for a Service named `web`, `TOPIC_PARTITIONS`, `PRODUCER_ACKS`...)."""
     s = settings
     return BatchApp(
-        s.app_id, env={}, broker=broker, store="memory://", autodiscover=False,
+        s.app_id, env={}, broker=broker, store=f"{s.store}://", autodiscover=False,
         broker_credentials=faust_credentials(auth or KafkaAuth()),
         topic_partitions=s.topic_partitions, topic_replication_factor=s.topic_replication,
         processing_guarantee="at_least_once", consumer_auto_offset_reset=s.offset_reset,
@@ -211,6 +211,13 @@ def make_app(settings: Settings, broker: str, auth: KafkaAuth | None = None) -> 
         producer_acks=-1, producer_request_timeout=s.produce_timeout_s,
         consumer_max_fetch_size=s.max_partition_fetch_bytes,
     )
+
+
+def store_options(settings: Settings) -> dict[str, Any] | None:
+    """The table's store options: RocksDB's block cache, bounded (per partition)."""
+    if settings.store != "rocksdb":
+        return None
+    return {"block_cache_size": settings.rocksdb_block_cache_bytes}
 
 
 def faust_credentials(auth: KafkaAuth) -> Any:

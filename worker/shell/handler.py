@@ -29,6 +29,7 @@ from worker.errors import WorkerAtFault
 from worker.shell.metrics import Metrics, observe_many
 from worker.shell.output import ChangelogSink, Outgoing, Sink
 from worker.shell.silence import DueCheck, Silence
+from worker.shell.store import RocksView, local_store, written_offsets
 
 log = logging.getLogger("churn_worker")
 Changes = dict[int, list[tuple[bytes, bytes | None]]]  # partition -> [(key, state or None: erased)] for the changelog
@@ -56,8 +57,8 @@ class BatchHandler:
                 if pending:
                     await asyncio.gather(*pending)
                 if changes:
-                    await asyncio.gather(*await self.write_changelog(changes))
-                    self._store(changes)
+                    acks = await asyncio.gather(*await self.write_changelog(changes))
+                    self._store(changes, acks)
             except BaseException:
                 self.silence.rearm(due)  # taken from the index for this batch: checked again by the next
                 raise
@@ -130,15 +131,17 @@ class BatchHandler:
         return changes
 
     def _stored(self) -> Any:
-        """The table's store; for the memory store its own dict (its Mapping methods cost a
-        call each on every key)."""
-        store: Any = self.table.data
-        return store.data if isinstance(getattr(store, "data", None), dict) else store
+        """The table's store by key: for the memory store its own dict (its Mapping methods
+        cost a call each on every key), for RocksDB a view (worker.shell.store)."""
+        return local_store(self.table, self.settings.topic_partitions)
 
-    def _store(self, changes: Changes) -> None:
+    def _store(self, changes: Changes, acks: list[Any]) -> None:
         """The batch's states into the table's store, once the changelog has them: a batch
         that fails before that leaves the store as it was, so running it again is clean."""
-        self.tracked += store(self._stored(), changes)
+        stored = self._stored()
+        self.tracked += store(stored, changes)
+        if isinstance(stored, RocksView):
+            stored.persisted(written_offsets(acks))
         self.metrics.customers.set(self.tracked)
 
     async def _send_outputs(self, result: Result, pending: list) -> None:
