@@ -89,3 +89,10 @@ def test_promtool_accepts_the_rules_and_their_unit_tests_pass(tmp_path):
     spec.write_text(yaml.safe_dump(yaml.safe_load(RULE_FILES[1].read_text())["spec"]))
     assert "SUCCESS" in _promtool("check", "rules", str(spec))
 
+
+def test_every_alert_has_a_unit_test():
+    import yaml
+
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "alerts.test.yml").read_text())["tests"]
+    tested = {case["alertname"] for t in tests for case in t.get("alert_rule_test", []) if case["exp_alerts"]}
+    assert set(_alerts(RULE_FILES[0])) <= tested, sorted(set(_alerts(RULE_FILES[0])) - tested)
