@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit chaos demo model bench broker lint typecheck rules clean
+.PHONY: help install test test-unit chaos demo model bench broker lint typecheck rules bench-restart clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ lint: install  ## ruff
 
 typecheck: install  ## mypy on the package
 	$(BIN)/python -m mypy worker
+
+bench-restart: install  ## restart-to-ready and memory with 1,000,000 customers, memory and RocksDB stores (about 15 minutes)
+	$(BIN)/python -m worker.tools.restart_bench --json restart-bench.json
 
 rules: install  ## write deploy/k8s/prometheusrule.yaml from deploy/prometheus/alerts.yml
 	$(BIN)/python -m worker.tools.deploy_rules
