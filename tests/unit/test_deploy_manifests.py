@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_deployment_turns_service_links_off():
-    text = (ROOT / "deploy" / "k8s" / "deployment.yaml").read_text()
+    text = (ROOT / "deploy" / "k8s" / "statefulset.yaml").read_text()
     pod_spec = text[text.index("  template:"):]
     assert "\n      enableServiceLinks: false\n" in pod_spec  # at the pod spec's indentation
 
@@ -49,18 +49,21 @@ def test_every_manifest_passes_the_kubernetes_schema():
         except kubernetes_validate.ValidationError as exc:
             raise AssertionError(f"{name}: {exc}") from None
         checked.append(doc["kind"])
-    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} <= set(checked)
+    assert {"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} <= set(checked)
 
 
 def test_the_worker_accepts_the_settings_the_deployment_gives_it(tmp_path):
     from worker.config import load_settings
 
-    deployment = next(doc for _, doc in _documents() if doc["kind"] == "Deployment")
+    deployment = next(doc for _, doc in _documents() if doc["kind"] == "StatefulSet")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     churn = {k[len("CHURN_"):].lower(): v for k, v in env.items() if k.startswith("CHURN_")}
     settings = load_settings(**{**churn, "model_dir": str(ROOT / "models" / "churn-v1")})
-    assert settings.web_host == "0.0.0.0" and settings.topic_replication == 3
+    assert settings.web_host == "0.0.0.0" and settings.topic_replication == 3 and settings.store == "rocksdb"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    claims = {c["metadata"]["name"] for c in deployment["spec"]["volumeClaimTemplates"]}
+    assert mounts["data"] == str(settings.data_dir) and "data" in claims  # the table on the pod's volume
     from_secrets = {e["name"] for e in container["env"] if "valueFrom" in e}
     assert {"CHURN_WEB_ADVERTISED_HOST", "CHURN_HTTP_TOKEN"} <= from_secrets
 
