@@ -51,7 +51,7 @@ def scrape(port: int) -> dict[tuple, float]:
 def consumed(samples: dict) -> float:
     """Input messages accounted for (applied, duplicate, late or dead-lettered)."""
     return sum(v for k, v in samples.items()
-               if k[0] == "churn_events_consumed_total" and dict(k[1:]).get("outcome") != "repartitioned")
+               if k[0] == "churn_events_consumed_total")
 
 
 class WorkerProcess:

@@ -94,7 +94,7 @@ class BatchHandler:
                 events.labels(admitted.event_type, "late").inc()
                 outbox.append(self.dead_letter(late(msg, admitted.key.decode(), self.settings.lateness_s), msg))
             elif isinstance(admitted, Forward):
-                events.labels(admitted.event_type, "repartitioned").inc()
+                self.metrics.repartitioned.labels(admitted.event_type).inc()
                 silence.saw(msg.topic, msg.partition, admitted.occurred_at)  # read there: the marks say so
                 name, origin = origin_header(msg)
                 silence.forwarded(admitted.key, origin, admitted.occurred_at)

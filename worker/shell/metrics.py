@@ -29,7 +29,7 @@ BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 SCORE_BUCKETS = tuple(round(x * 0.05, 2) for x in range(1, 21))
 # `_created` series double every counter and mean nothing to the alerts.
 disable_created_metrics()
-OUTCOMES = ("applied", "duplicate", "late", "dead_lettered", "repartitioned")
+OUTCOMES = ("applied", "duplicate", "late", "dead_lettered")  # one per input message
 
 
 class Metrics:
@@ -37,8 +37,14 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         register_standard(r)
-        self.events = Counter("churn_events_consumed_total", "Input messages by event type and outcome",
+        self.events = Counter("churn_events_consumed_total",
+                              "Input messages by event type and outcome, each counted once: where its outcome "
+                              "is decided (a forwarded event where its customer's partition is)",
                               ["type", "outcome"], registry=r)
+        self.repartitioned = Counter("churn_events_repartitioned_total",
+                                     "Events forwarded to their customer's partition (not keyed by customer id); "
+                                     "each is counted again in churn_events_consumed_total where it arrives",
+                                     ["type"], registry=r)
         self.dead_letters = Counter("churn_events_dead_lettered_total", "Messages sent to the dead-letter topic",
                                     ["reason"], registry=r)
         self.latency = Histogram("churn_event_processing_latency_seconds",
@@ -64,6 +70,15 @@ class Metrics:
         self.silence_checks = Counter("churn_silence_checks_total",
                                       "Due silence deadlines taken from the index: into a batch, or sent "
                                       "by the timer as ticks", ["path"], registry=r)
+        self._consumer_metrics(r)
+        self._time_gauges(r)
+        self.model_info = Gauge("churn_model_info", "Model being served", ["version", "kind"], registry=r)
+        self.policy_info = Gauge("churn_policy_info", "Trigger policy in force", ["version"], registry=r)
+        self.ready = Gauge("churn_worker_ready", "1 when partitions are assigned and recovered", registry=r)
+        self._prime()
+
+    def _consumer_metrics(self, r: CollectorRegistry) -> None:
+        """How the worker's consumption goes: lag, assignments, marks, failures isolated."""
         self.lag = Gauge("churn_consumer_lag_records",
                          "Records left to read per partition this worker holds (log end offset less its "
                          "position), input and repartition topics", ["topic", "partition"], registry=r)
@@ -78,11 +93,6 @@ class Metrics:
         self.state_quarantined = Counter("churn_state_records_quarantined_total",
                                          "Recovered customer states that could not be read (left out of the "
                                          "deadline index; that customer's events are dead-lettered)", registry=r)
-        self._time_gauges(r)
-        self.model_info = Gauge("churn_model_info", "Model being served", ["version", "kind"], registry=r)
-        self.policy_info = Gauge("churn_policy_info", "Trigger policy in force", ["version"], registry=r)
-        self.ready = Gauge("churn_worker_ready", "1 when partitions are assigned and recovered", registry=r)
-        self._prime()
 
     def set_recovery(self, tables: Any) -> None:
         """Changelog records left to recover (faust's TableManager `tables`), at each scrape."""
@@ -145,6 +155,7 @@ class Metrics:
         for t in EVENT_TYPES:
             for o in OUTCOMES:
                 self.events.labels(t, o)
+            self.repartitioned.labels(t)
         self.events.labels(ERASURE, "applied")
         self.events.labels("unknown", "dead_lettered")
         for path in ("batch", "timer"):
