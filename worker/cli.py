@@ -48,8 +48,12 @@ def _worker_commands(sub: Any) -> None:
     broker.add_argument("--port", type=int, default=None, help="default: a free port")
     broker.set_defaults(func=cmd_broker)
 
-    pol = sub.add_parser("policy", help="validate a policy file and print it")
-    pol.add_argument("file", type=Path)
+    pol = sub.add_parser("policy", help="policy FILE | policy publish FILE | policy show",
+                         description="policy FILE: validate a policy file and print it. policy publish FILE: "
+                                     "validate it and make it the policy of every worker of the group (the "
+                                     "<app_id>-policy topic), refusing a version already published. policy show: "
+                                     "the published version and what each worker runs.")
+    pol.add_argument("words", nargs="+", metavar="ARG")
     pol.set_defaults(func=cmd_policy)
 
 
@@ -267,9 +271,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from worker.config import load_policy
+    from worker.config import load_policy, load_settings
+    from worker.errors import ConfigError
 
-    policy = load_policy(args.file)
-    print(f"{args.file}: valid policy, version {policy.version}")
-    print(policy.model_dump_json(indent=2))
+    action, rest = (args.words[0], args.words[1:]) if args.words[0] in ("publish", "show") else ("check", args.words)
+    if action != "show" and len(rest) != 1:
+        raise ConfigError(f"policy {action}: one policy file expected, got {len(rest)} arguments")
+    if action == "check":
+        policy = load_policy(rest[0])
+        print(f"{rest[0]}: valid policy, version {policy.version}")
+        print(policy.model_dump_json(indent=2))
+        return 0
+    from worker.tools.policy_admin import publish, show
+
+    settings = load_settings()
+    if not settings.kafka_bootstrap:
+        raise ConfigError(f"CHURN_KAFKA_BOOTSTRAP: required for `policy {action}`")
+    print(asyncio.run(publish(settings, Path(rest[0])) if action == "publish" else show(settings)))
     return 0

@@ -14,6 +14,7 @@ from worker.harness.conditions import read_to_end
 from worker.harness.process import WorkerProcess
 from worker.tools.generate import generate
 from worker.tools.kafka_io import create_topics, produce
+from worker.tools.restart_bench import read_back
 
 from .conftest import run, topic_env
 
@@ -44,14 +45,6 @@ def recovery_tables(log: str) -> tuple[dict[int, int], dict[int, int]]:
     return table("Highwater - Active"), table("Reading Starts At - Active")
 
 
-def counts(worker: WorkerProcess, customers: list[str]) -> dict[str, tuple]:
-    out = {}
-    for cid in customers:
-        body = json.loads(worker.get(f"/customers/{cid}")[1])
-        out[cid] = (body.get("orders"), body.get("logins"), body.get("events_waiting"))
-    return out
-
-
 def test_a_restart_on_rocksdb_reads_no_changelog_already_held_and_serves_the_same_states(broker, tmp_path):
     env = {**topic_env("rocks"), "CHURN_STORE": "rocksdb", "CHURN_DATA_DIR": str(tmp_path / "data")}
     events = generate(customers=60, days=60, seed=8, start="2026-01-05T00:00:00+00:00")
@@ -63,10 +56,10 @@ def test_a_restart_on_rocksdb_reads_no_changelog_already_held_and_serves_the_sam
     worker = WorkerProcess(broker.bootstrap, env, tmp_path / "a.log").start()
     try:
         worker.wait_consumed(len(events))
-        before = counts(worker, customers)
+        before = read_back(worker, customers)
     finally:
         worker.stop()
-    assert sum(o for o, _, _ in before.values()) > 0
+    assert all(known for known, _, _ in before.values()) and sum(o for _, o, _ in before.values()) > 0
 
     ends: dict[int, int] = defaultdict(lambda: -1)
     for record in run(read_to_end(broker.bootstrap, f"{env['CHURN_APP_ID']}-customer_state-changelog")):
@@ -78,7 +71,7 @@ def test_a_restart_on_rocksdb_reads_no_changelog_already_held_and_serves_the_sam
         again.wait_consumed(0)
         highwaters, starts = recovery_tables(again.log_tail(100_000))
         assert starts == highwaters and len(starts) == 4  # recovery started at the end: read nothing
-        assert counts(again, customers) == before
+        assert read_back(again, customers) == before
         recovered = again.metrics()
         assert recovered[("churn_customers_tracked",)] == len(customers)
     finally:

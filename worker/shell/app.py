@@ -33,6 +33,7 @@ from worker.shell import kafka_client
 from worker.shell.batching import BatchApp
 from worker.shell.handler import BatchHandler
 from worker.shell.http import add_routes
+from worker.shell.live_policy import PolicySwitch
 from worker.shell.liveness import Progress
 from worker.shell.metrics import Metrics
 from worker.shell.narrowing import handle_narrowing
@@ -75,18 +76,22 @@ class ChurnApp:
         self.progress = Progress(settings.stall_s)  # for /health
         self.handler = BatchHandler(settings, artifact, policy, self.metrics, self.table, self.silence, self.send,
                                     changelog or self.producer.write_changelog)
+        # the policy topic: new versions at batch boundaries (not for a test's sink)
+        self.policies = PolicySwitch(self, enabled=sink is None)
         self._wire()
         self.metrics.model_info.labels(artifact.version, artifact.kind).set(1)
         self.metrics.policy_info.labels(policy.version).set(1)
 
     def _wire(self) -> None:
         s, app = self.settings, self.app
+        if self.policies.enabled:
+            app.task(self.policies.run)
         app.fetch_max_wait_ms = s.fetch_max_wait_ms
         if s.input_mode == "batch":
             app.batch_source, app.batch_handler, app.batch_size = self.source, self.handle_or_exit, s.batch_size
         else:
             app.agent(self.source, name="customer-events", concurrency=1)(self._agent)
-        app.timer(s.timer_interval_s, name="inactivity-timer")(self.silence.tick)
+        app.timer(s.timer_interval_s, name="inactivity-timer")(self._tick)
         app.on_rebalance_complete.connect(self.on_rebalance_complete)
         app.on_before_shutdown.connect(self.on_before_shutdown)
         add_routes(self)
@@ -113,8 +118,13 @@ class ChurnApp:
     async def handle_batch(self, batch: list[Any]) -> None:
         await self.handler.handle(batch)
 
+    async def _tick(self) -> None:
+        await self.policies.apply()
+        await self.silence.tick()
+
     async def handle_or_exit(self, batch: list[Any]) -> None:
         try:
+            await self.policies.apply()
             await handle_narrowing(self.handler, batch)
             self.progress.consumed()
         except Exception:
@@ -169,28 +179,29 @@ class ChurnApp:
             return int(committed)
         return 0 if self.settings.offset_reset == "earliest" else None
 
-    def broker_connected(self) -> bool:
-        """The consumer holds at least one open broker connection (it always has one while it
-        fetches: a broker that went away, or a network cut, closes them all). True when it
-        cannot be told (no consumer yet)."""
-        try:
-            client = self.app.consumer._thread._ensure_consumer()._client  # type: ignore[attr-defined]
-            conns = list(client._conns.values())
-        except Exception:
-            return True
-        return any(conn.connected() for conn in conns)
-
     def is_ready(self) -> bool:
         app = self.app
         ready = (self.assigned_once and not self.producer.closed and not app.rebalancing
                  and not app.tables.recovery.in_recovery  # type: ignore[attr-defined]  # faust's TableManager has it
-                 and self.broker_connected())
+                 and broker_connected(app))
         self.metrics.ready.set(1 if ready else 0)
         return ready
 
     def stalled(self) -> str:
         """Why /health fails ('' while the worker makes progress or is not ready)."""
         return self.progress.stalled(self.is_ready(), self.silence.unread_total())
+
+
+def broker_connected(app: Any) -> bool:
+    """The consumer holds at least one open broker connection (it always has one while it
+    fetches: a broker that went away, or a network cut, closes them all). True when it
+    cannot be told (no consumer yet)."""
+    try:
+        client = app.consumer._thread._ensure_consumer()._client  # type: ignore[attr-defined]
+        conns = list(client._conns.values())
+    except Exception:
+        return True
+    return any(conn.connected() for conn in conns)
 
 
 def make_app(settings: Settings, broker: str, auth: KafkaAuth | None = None) -> BatchApp:

@@ -54,8 +54,8 @@ def add_routes(churn: ChurnApp) -> None:
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
         ok = churn.is_ready()
-        return web.json({"ready": ok, "model_version": churn.artifact.version,
-                         "policy_version": churn.policy.version}, status=200 if ok else 503)
+        return web.json({"ready": ok, "model_version": churn.artifact.version, "policy_version": churn.policy.version,
+                         "policy_refused": churn.policies.live.refused}, status=200 if ok else 503)
 
     token = http_token(churn.settings)
     if token is None and not churn.settings.web_on_loopback:

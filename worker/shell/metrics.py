@@ -74,6 +74,9 @@ class Metrics:
         self._time_gauges(r)
         self.model_info = Gauge("churn_model_info", "Model being served", ["version", "kind"], registry=r)
         self.policy_info = Gauge("churn_policy_info", "Trigger policy in force", ["version"], registry=r)
+        self.policy_refused = Counter("churn_policy_refused_total",
+                                      "Records of the policy topic this worker could not apply (the policy in "
+                                      "force stayed)", registry=r)
         self.ready = Gauge("churn_worker_ready", "1 when partitions are assigned and recovered", registry=r)
         self._prime()
 

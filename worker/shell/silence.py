@@ -193,6 +193,13 @@ class Silence:
                          merged=merged, upstream=[(t, p) for t in s.input_topics for p in range(s.topic_partitions)])
         self.marks.reset()
         self.positions.reset([(s.repartition_topic, p) for p in active])
+        return await self.reindex(records, self.policy, recovering=True)
+
+    async def reindex(self, records: Iterable[tuple[bytes, bytes]], policy: Policy, recovering: bool = False) -> int:
+        """Every held customer's next deadline under `policy` (a rebalance, or a new policy
+        version: its lapse windows and SLA move the deadlines). Returns the customers held."""
+        s, active = self.settings, self.held
+        self.policy = policy
         self.index.clear()
         count = waiting = 0
         for n, (key, raw) in enumerate(records):
@@ -200,15 +207,15 @@ class Silence:
             if part in active and (state := recovered(key, raw, part, self.metrics)) is not None:
                 count += 1
                 waiting += len(state.pending)
-                if state.pending:  # in time order: the last is the newest
+                if recovering and state.pending:  # in time order: the last is the newest
                     self.clock.waiting(state.pending[-1].occurred_at)
-                self.index.set(key, next_due(self.policy, state))
+                self.index.set(key, next_due(policy, state))
             if n % REBUILD_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         self.waiting = waiting
         self.gauge()
-        log.info("deadline index rebuilt: %d customers, %d pending, partitions %s",
-                 count, len(self.index), sorted(active))
+        log.info("deadline index %s: %d customers, %d pending, partitions %s, policy %s",
+                 "rebuilt" if recovering else "recomputed", count, len(self.index), sorted(active), policy.version)
         return count
 
     def unread_total(self) -> int:

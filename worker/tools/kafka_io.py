@@ -14,12 +14,12 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1,
-                        options: dict[str, Any] | None = None) -> None:
+                        options: dict[str, Any] | None = None, configs: dict[str, str] | None = None) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(n, partitions, replication) for n in names if n not in existing]
+        new = [NewTopic(n, partitions, replication, topic_configs=configs or {}) for n in names if n not in existing]
         if new:
             try:
                 await admin.create_topics(new)
