@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     follow_up_topic: str = "churn-trigger-follow-up"
     win_back_topic: str = "churn-trigger-win-back"
     service_recovery_topic: str = "churn-trigger-service-recovery"
+    holdout_topic: str = Field("churn-trigger-holdout",
+                               description="held-out decisions (the control group), as triggers with held_out: true")
     erased_topic: str = Field("churn-customer-erased", description="where erasures are announced to subscribers")
     model_dir: Path = Field(default_factory=shipped_model_dir, description="default: the shipped model")
     policy_path: Path = DEFAULT_POLICY

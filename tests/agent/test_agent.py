@@ -603,3 +603,20 @@ def test_a_batchs_marks_follow_its_forwards_to_every_repartition_partition(churn
 
     run(scenario())
     assert app.metrics.registry.get_sample_value("churn_watermark_marks_sent_total") == 4
+
+
+def test_a_held_out_decision_is_recorded_on_the_holdout_topic_not_sent(tmp_path):
+    policy = tmp_path / "everyone-held-out.toml"
+    policy.write_text((ROOT / "worker" / "default_policy.toml").read_text()
+                      .replace("percent = 0.0", "percent = 100.0"))
+    app, sink = make_churn(tmp_path, policy_path=policy)
+    feed = Feed(app)
+    run(feed.deliver(feed.keyed(event(1, "support", "c9", 2, ticket_id="t", action="resolved", csat=1), "c9")))
+    assert sink.on(app.settings.service_recovery_topic) == []
+    [held] = [json.loads(v) for _, _, v, _ in sink.on(app.settings.holdout_topic)]
+    assert (held["customer_id"], held["type"], held["rule"], held["held_out"]) == ("c9", "service_recovery",
+                                                                                  "bad_rating", True)
+    assert {"trigger_id", "risk_score", "policy_version", "state", "event_time"} <= held.keys()
+    samples = app.metrics.registry.get_sample_value
+    assert samples("churn_triggers_holdout_total", {"type": "service_recovery"}) == 1
+    assert samples("churn_triggers_emitted_total", {"type": "service_recovery"}) == 0

@@ -61,6 +61,7 @@ def build_trigger(decision: Fire, *, customer_id: str, state: CustomerState,
         "state": {name: round(float(v), 4) for name, v in zip(FEATURE_NAMES, row)},
         "event_time": format_time(now),
         "emitted_at": format_time(emitted_at),
+        **({"held_out": True} if decision.held_out else {}),
     }
 
 

@@ -333,11 +333,11 @@ def _decide(point: _Point, row: np.ndarray, score: float, ctx: Context, result: 
     for d in decisions:
         if isinstance(d, Suppressed):
             result.suppressed[(d.type, d.reason)] += 1
-        elif d.held_out:
-            result.holdouts[d.type] += 1
         elif point.quiet:
             result.quiet[d.type] += 1
-        else:
+        else:  # sent, or for the control group recorded as held out (`held_out: true`)
+            if d.held_out:
+                result.holdouts[d.type] += 1
             fired.append((point, row, score, d))
     return memory
 

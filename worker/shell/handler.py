@@ -146,10 +146,11 @@ class BatchHandler:
 
     async def _send_outputs(self, result: Result, pending: list) -> None:
         topics, triggers = self.settings.trigger_topics, self.metrics.triggers
-        for trigger in result.triggers:
-            pending.append(await self.send(topics[trigger["type"]], trigger["customer_id"].encode(),
-                                           encode(trigger), None))
-            triggers.labels(trigger["type"]).inc()
+        for trigger in result.triggers:  # the control group's are recorded on the holdout topic, not sent
+            held_out = trigger.get("held_out", False)
+            topic = self.settings.holdout_topic if held_out else topics[trigger["type"]]
+            pending.append(await self.send(topic, trigger["customer_id"].encode(), encode(trigger), None))
+            triggers.labels(trigger["type"]).inc(0 if held_out else 1)
         for customer_id, erasure in result.erased:
             pending.append(await self.send(self.settings.erased_topic, customer_id.encode(),
                                            encode(erased_record(customer_id, erasure, self.model.version)), None))
