@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -118,6 +119,14 @@ def _model_commands(sub: Any) -> None:
     ev.add_argument("--report", type=Path, default=None, help="self-contained HTML with curves and thresholds")
     ev.set_defaults(func=cmd_evaluate)
 
+    up = sub.add_parser("uplift", help="churn of treated against held-out customers after their triggers")
+    up.add_argument("--events", nargs="+", type=Path, required=True, help="the history (JSONL or CSV)")
+    up.add_argument("--decisions", required=True, help="a JSONL file of trigger records, or comma-separated "
+                    "topics to read them from (the trigger topics and churn-trigger-holdout)")
+    up.add_argument("--window", default="60d", help="churned = no login or purchase within this (default 60d)")
+    up.add_argument("--json", type=Path, default=None)
+    up.set_defaults(func=cmd_uplift)
+
 
 def _generator_args(p: argparse.ArgumentParser, customers: int = 2000, days: int = 180) -> None:
     p.add_argument("--customers", type=int, default=customers)
@@ -228,7 +237,6 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def erasure_event(customer_id: str) -> bytes:
-    import json
     import uuid
     from datetime import UTC, datetime
 
@@ -253,6 +261,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from worker.tools.training import evaluate_command
 
     return _user_errors(evaluate_command, args)
+
+
+def cmd_uplift(args: argparse.Namespace) -> int:
+    def command(args: argparse.Namespace) -> int:
+        from worker.tools.history import parse_duration, read_history
+        from worker.tools.uplift import decisions_from, read_decisions, render, uplift
+
+        events, _ = read_history(args.events, progress=False)
+        if Path(args.decisions).exists():
+            decisions = read_decisions(Path(args.decisions))
+        else:
+            decisions = decisions_from(_records_on(args.decisions.split(",")))
+        result = uplift(events, decisions, parse_duration(args.window))
+        print(render(result))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+
+    return _user_errors(command, args)
+
+
+def _records_on(topics: list[str]) -> list[dict]:
+    from worker.config import load_settings
+    from worker.errors import ConfigError
+    from worker.harness.conditions import read_to_end
+    from worker.kafka_security import kafka_auth
+
+    settings = load_settings()
+    if not settings.kafka_bootstrap:
+        raise ConfigError("CHURN_KAFKA_BOOTSTRAP: required to read decisions from topics")
+    options = kafka_auth(settings).options
+    return [json.loads(r.value) for t in topics
+            for r in asyncio.run(read_to_end(settings.kafka_bootstrap, t.strip(), options=options))]
 
 
 def _user_errors(command, args: argparse.Namespace) -> int:
