@@ -50,7 +50,9 @@ _MEMORY = struct.Struct("<Bd")
 # trigger-memory keys (worker.core.triggers) by code; codes are part of the format: append only
 MEMORY_KEYS = ("checked_until", "follow_up", "follow_up_episode", "win_back", "win_back_episode",
                "service_recovery", "service_recovery_episode", "service_recovery_bad_rating_episode",
-               "service_recovery_sla_breach_episode")
+               "service_recovery_sla_breach_episode",
+               # the times of the last triggers counted by the cap (worker.core.triggers), and when it frees
+               "cap_0", "cap_1", "cap_2", "cap_3", "cap_4", "cap_5", "cap_6", "cap_7", "cap_recheck")
 _CODE = {k: i for i, k in enumerate(MEMORY_KEYS)}
 
 

@@ -11,24 +11,12 @@ from typing import Any
 import orjson
 
 from worker.core.events import Event, InvalidEvent, format_time
-from worker.core.features import FEATURE_NAMES, clv_estimate, nps_class, rhythm_days
+from worker.core.features import FEATURE_NAMES, nps_class, rhythm_days
 from worker.core.policy import Policy
 from worker.core.state import CustomerState
-from worker.core.triggers import Fire
+from worker.core.triggers import Fire, segment
 
 TRIGGER_SCHEMA_VERSION = 1
-
-
-def segment(policy: Policy, state: CustomerState, now: float) -> str:
-    """Value/loyalty segment: champion > loyal > new > occasional > prospect."""
-    seg = policy.segments
-    if state.orders >= seg.loyal_orders and clv_estimate(state, now) >= seg.champion_clv:
-        return "champion"
-    if state.orders >= seg.loyal_orders:
-        return "loyal"
-    if now - state.first_seen < seg.new_days * 86400:
-        return "new"
-    return "occasional" if state.orders else "prospect"
 
 
 def rhythm(state: CustomerState) -> str:

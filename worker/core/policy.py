@@ -7,12 +7,14 @@ field, and the worker does not start with it; `worker.config.load_policy` reads 
 from __future__ import annotations
 
 import tomllib
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.errors import PolicyError
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+MAX_CAP = 8  # the most triggers a cap may allow per period (their times are kept in the state)
 
 
 class Risk(BaseModel):
@@ -72,6 +74,38 @@ class Segments(BaseModel):
     new_days: float = Field(ge=0)
 
 
+SEGMENTS = ("champion", "loyal", "new", "occasional", "prospect")
+Segment = Literal["champion", "loyal", "new", "occasional", "prospect"]
+TriggerType = Literal["follow_up", "win_back", "service_recovery"]
+
+
+class Treatment(BaseModel):
+    """A segment's own thresholds and cooldowns; what it leaves out, the global ones decide."""
+
+    model_config = _STRICT
+    follow_up_threshold: float | None = Field(None, ge=0, le=1)
+    win_back_threshold: float | None = Field(None, ge=0, le=1)
+    follow_up_days: float | None = Field(None, ge=0)
+    win_back_days: float | None = Field(None, ge=0)
+    service_recovery_days: float | None = Field(None, ge=0)
+
+
+class Cap(BaseModel):
+    """At most `max_triggers` per customer within `period_days`, across types; when more are
+    due at once, `priority` decides which go first."""
+
+    model_config = _STRICT
+    max_triggers: int = Field(ge=1, le=MAX_CAP)
+    period_days: float = Field(gt=0)
+    priority: list[TriggerType] = Field(min_length=3, max_length=3)
+
+    @model_validator(mode="after")
+    def _every_type_once(self) -> Cap:
+        if len(set(self.priority)) != 3:
+            raise ValueError("priority must name follow_up, win_back and service_recovery once each")
+        return self
+
+
 class Policy(BaseModel):
     model_config = _STRICT
     version: str = Field(min_length=1)
@@ -81,9 +115,37 @@ class Policy(BaseModel):
     cooldown: Cooldown
     holdout: Holdout
     segments: Segments
+    treatment: dict[Segment, Treatment] = Field(default_factory=dict)
+    cap: Cap | None = None
 
-    def cooldown_s(self, trigger_type: str) -> float:
-        return getattr(self.cooldown, f"{trigger_type}_days") * 86400.0
+    @model_validator(mode="after")
+    def _treatment_thresholds_ordered(self) -> Policy:
+        for name in self.treatment:
+            follow = self.threshold("follow_up", name)
+            if follow > self.threshold("win_back", name):
+                raise ValueError(f"treatment.{name}: follow_up_threshold must not exceed win_back_threshold")
+        return self
+
+    def _override(self, segment: str | None, field: str) -> float | None:
+        treatment = self.treatment.get(segment) if segment else None  # type: ignore[call-overload]
+        return None if treatment is None else getattr(treatment, field)
+
+    def cooldown_s(self, trigger_type: str, segment: str | None = None) -> float:
+        override = self._override(segment, f"{trigger_type}_days")
+        return (getattr(self.cooldown, f"{trigger_type}_days") if override is None else override) * 86400.0
+
+    def cooldowns_s(self, trigger_type: str) -> set[float]:
+        """Every cooldown a customer may have for this type, whatever their segment."""
+        return {self.cooldown_s(trigger_type, s) for s in (None, *self.treatment)}
+
+    def threshold(self, kind: str, segment: str | None = None) -> float:
+        """The risk threshold of `kind` (follow_up or win_back) for a segment."""
+        override = self._override(segment, f"{kind}_threshold")
+        return getattr(self.risk, f"{kind}_threshold") if override is None else override
+
+    @property
+    def lowest_follow_up_threshold(self) -> float:
+        return min(self.threshold("follow_up", s) for s in (None, *self.treatment))
 
     def band(self, score: float) -> str:
         name = next(iter(self.risk.bands))

@@ -20,14 +20,16 @@ from hashlib import sha1
 from typing import NamedTuple
 
 from worker.core.events import Event
-from worker.core.features import rhythm_days
-from worker.core.policy import Policy
+from worker.core.features import clv_estimate, rhythm_days
+from worker.core.policy import Cap, Policy
 from worker.core.state import DAY, CustomerState, is_bad_rating, open_tickets
 
 TRIGGER_TYPES = ("follow_up", "win_back", "service_recovery")
 _ID_NAMESPACE = uuid.UUID("6f1c3a0e-4e7b-5d2a-9c61-0b7e1d2f3a45")
 _ID_PREFIX = _ID_NAMESPACE.bytes
 CHECKED = "checked_until"  # trigger memory key: silence evaluated up to this time
+CAP_SLOTS = tuple(f"cap_{i}" for i in range(8))  # the times of the last triggers the cap counts
+CAP_RECHECK = "cap_recheck"  # a trigger held back by the cap is looked at again then
 SLA_EPISODE = "service_recovery_sla_breach_episode"  # the opening of the last ticket recovered after a breach
 
 
@@ -62,6 +64,18 @@ class Candidate(NamedTuple):
 Decision = Fire | Suppressed
 
 
+def segment(policy: Policy, state: CustomerState, now: float) -> str:
+    """Value/loyalty segment: champion > loyal > new > occasional > prospect."""
+    seg = policy.segments
+    if state.orders >= seg.loyal_orders and clv_estimate(state, now) >= seg.champion_clv:
+        return "champion"
+    if state.orders >= seg.loyal_orders:
+        return "loyal"
+    if now - state.first_seen < seg.new_days * 86400:
+        return "new"
+    return "occasional" if state.orders else "prospect"
+
+
 def lapse_days(policy: Policy, state: CustomerState) -> float:
     """How long this customer may stay silent before they count as lapsed."""
     rhythm = rhythm_days(state)
@@ -82,9 +96,12 @@ def deadlines(policy: Policy, state: CustomerState) -> list[float]:
         fired = state.fired
         if "win_back" in fired and fired.get("win_back_episode", 0.0) < last:
             # a lapse suppressed by the cooldown is looked at again when the cooldown ends
-            out.append(_win_back_cooldown_end(policy, state))
+            # (at each cooldown a segment may have: the segment then decides)
+            out += [fired["win_back"] + c for c in policy.cooldowns_s("win_back")]
     if state.tickets:  # most customers have none: skip the call
         out += _ticket_deadlines(policy, state)
+    if CAP_RECHECK in state.fired:  # a trigger held back by the cap: looked at again when it frees
+        out.append(state.fired[CAP_RECHECK])
     return out
 
 
@@ -96,10 +113,11 @@ def _ticket_deadlines(policy: Policy, state: CustomerState) -> list[float]:
     out = [opened + sla for opened in waiting]
     fired = state.fired
     if "service_recovery" in fired:
-        end = fired["service_recovery"] + policy.cooldown_s("service_recovery")
         recovered_up_to = fired.get(SLA_EPISODE, 0.0)
-        if any(recovered_up_to < opened and opened + sla < end for opened in waiting):
-            out.append(end)
+        for cooldown in policy.cooldowns_s("service_recovery"):
+            end = fired["service_recovery"] + cooldown
+            if any(recovered_up_to < opened and opened + sla < end for opened in waiting):
+                out.append(end)
     return out
 
 
@@ -111,12 +129,10 @@ def earliest_possible_deadline(policy: Policy, state: CustomerState) -> float:
     if state.tickets:
         bound = min(bound, min(t.opened_at for t in state.tickets.values()) + policy.support.sla_hours * 3600.0)
     if "win_back" in state.fired:
-        bound = min(bound, _win_back_cooldown_end(policy, state))
+        bound = min(bound, state.fired["win_back"] + min(policy.cooldowns_s("win_back")))
+    if CAP_RECHECK in state.fired:
+        bound = min(bound, state.fired[CAP_RECHECK])
     return bound
-
-
-def _win_back_cooldown_end(policy: Policy, state: CustomerState) -> float:
-    return state.fired["win_back"] + policy.cooldown_s("win_back")
 
 
 def next_deadline(policy: Policy, state: CustomerState, after: float) -> float | None:
@@ -169,18 +185,41 @@ def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory
     if recovery is None and activity is None:
         return [], memory  # the common case: nothing applies
     candidates = [c for c in (recovery, activity) if c is not None]
+    cap = policy.cap
+    if cap is not None:  # the cap's priority decides which of several goes first
+        order: list[str] = list(cap.priority)
+        candidates.sort(key=lambda c: order.index(c.type))
+    seg = segment(policy, state, now) if policy.treatment else None
     decisions: list[Decision] = []
     memory = dict(memory)  # copied only when it may change: the caller's dict is never modified
+    memory.pop(CAP_RECHECK, None)
     for c in candidates:
         if memory.get(_episode_key(c.type, c.rule), 0.0) >= c.episode_at:
             continue  # this episode has had its trigger; re-armed only by a newer one
-        if now - memory.get(c.type, -1e18) < policy.cooldown_s(c.type):
+        if now - memory.get(c.type, -1e18) < policy.cooldown_s(c.type, seg):
             decisions.append(Suppressed(c.type, "cooldown"))
+            continue
+        if cap is not None and not _take_cap_slot(cap, memory, now):
+            decisions.append(Suppressed(c.type, "cap"))
             continue
         memory[c.type], memory[_episode_key(c.type, c.rule)] = now, c.episode_at
         decisions.append(Fire(c.type, trigger_id(c.type, customer_id, c.episode), c.rule, c.threshold,
                               held_out=in_holdout(policy, customer_id)))
     return decisions, memory
+
+
+def _take_cap_slot(cap: Cap, memory: dict[str, float], now: float) -> bool:
+    """Count a trigger against the cap (the last `max_triggers` times sit in CAP_SLOTS), or
+    refuse it and note when the oldest slot frees (a deadline: it is looked at again)."""
+    slots = CAP_SLOTS[:cap.max_triggers]
+    period = cap.period_days * DAY
+    times = [memory.get(k, -1e18) for k in slots]
+    oldest = min(range(len(slots)), key=lambda i: times[i])
+    if now - times[oldest] < period:  # every slot holds a trigger within the period
+        memory[CAP_RECHECK] = times[oldest] + period
+        return False
+    memory[slots[oldest]] = now
+    return True
 
 
 def _episode_key(kind: str, rule: str) -> str:
@@ -196,8 +235,7 @@ def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: f
     last = state.last_activity
     if not last:
         return None
-    risk = policy.risk
-    if score < risk.follow_up_threshold and now < last + policy.lapse.min_days * DAY:
+    if score < policy.lowest_follow_up_threshold and now < last + policy.lapse.min_days * DAY:
         # the common case, without the rhythm: under both thresholds (follow-up's is the
         # lower), and not lapsed, as no lapse is shorter than min_days (the policy checks
         # min_days <= default_days <= max_days, and the rhythm's is clamped to them)
@@ -206,10 +244,12 @@ def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: f
     # the same expression as the lapse deadline, so deciding at that deadline is exact in floats
     if now >= last + lapse_days(policy, state) * DAY:
         return Candidate("win_back", "lapsed", episode, last, None)
-    if score >= risk.win_back_threshold:
-        return Candidate("win_back", "risk_above_threshold", episode, last, risk.win_back_threshold)
-    if score >= risk.follow_up_threshold:
-        return Candidate("follow_up", "risk_above_threshold", episode, last, risk.follow_up_threshold)
+    seg = segment(policy, state, now) if policy.treatment else None
+    win_back, follow_up = policy.threshold("win_back", seg), policy.threshold("follow_up", seg)
+    if score >= win_back:
+        return Candidate("win_back", "risk_above_threshold", episode, last, win_back)
+    if score >= follow_up:
+        return Candidate("follow_up", "risk_above_threshold", episode, last, follow_up)
     return None
 
 

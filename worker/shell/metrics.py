@@ -169,6 +169,7 @@ class Metrics:
             self.triggers.labels(t)
             self.holdout.labels(t)
             self.suppressed.labels(t, "cooldown")
+            self.suppressed.labels(t, "cap")
             self.suppressed.labels(t, "history")
 
 
