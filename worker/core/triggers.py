@@ -235,7 +235,8 @@ def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: f
     last = state.last_activity
     if not last:
         return None
-    if score < policy.lowest_follow_up_threshold and now < last + policy.lapse.min_days * DAY:
+    floor = policy.lowest_follow_up_threshold if policy.treatment else policy.risk.follow_up_threshold
+    if score < floor and now < last + policy.lapse.min_days * DAY:
         # the common case, without the rhythm: under both thresholds (follow-up's is the
         # lower), and not lapsed, as no lapse is shorter than min_days (the policy checks
         # min_days <= default_days <= max_days, and the rhythm's is clamped to them)
