@@ -228,21 +228,7 @@ def render_html(report: dict[str, Any]) -> str:
     volume = f'<svg width="{w}" height="{h}" font-family="sans-serif" font-size="12">' \
              f'<text x="{w / 2}" y="18" text-anchor="middle" font-weight="bold">Triggers sent per week</text>' \
              f'{axes}{"".join(lines)}</svg>'
-    bars, bw = [], 40
-    for i, p in enumerate(policies.values()):
-        colour = COLOURS[i % len(COLOURS)]
-        for j, key in enumerate(("precision", "recall")):
-            value = p[key] or 0.0
-            x = pad + j * 220 + i * (bw + 8)
-            bars.append(f'<rect x="{x}" y="{h - pad - value * (h - 2 * pad):.1f}" width="{bw}" '
-                        f'height="{value * (h - 2 * pad):.1f}" fill="{colour}"/>'
-                        f'<text x="{x + bw / 2}" y="{h - pad - value * (h - 2 * pad) - 4:.1f}" text-anchor="middle" '
-                        f'font-size="10">{value:.0%}</text>')
-    bars += [f'<text x="{pad + j * 220 + 40}" y="{h - pad + 16}" text-anchor="middle">{name}</text>'
-             for j, name in enumerate(("precision", "recall"))]
-    quality = f'<svg width="{w}" height="{h}" font-family="sans-serif" font-size="12">' \
-              f'<text x="{w / 2}" y="18" text-anchor="middle" font-weight="bold">Precision and recall</text>' \
-              f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#333"/>{"".join(bars)}</svg>'
+    quality = _quality_svg(policies, w, h, pad)
     rows = "".join(
         f"<tr><td>{html.escape(v)}</td><td>{sum(p['triggers'].values())}</td><td>{p['customers_reached']}</td>"
         f"<td>{_pct(p['precision'])}</td><td>{_pct(p['recall'])}</td><td>{p['median_warning_days'] or 'n/a'}</td>"
@@ -259,6 +245,26 @@ counted {report['from'][:10]} to {report['to'][:10]}. Churned: no login or purch
 {volume}{quality}
 <details><summary>All figures (JSON)</summary><pre>{html.escape(json.dumps(report, indent=2))}</pre></details>
 </body></html>"""
+
+
+def _quality_svg(policies: dict[str, Any], w: int, h: int, pad: int) -> str:
+    """Precision and recall of each policy, as bars."""
+    bars, bw = [], 40
+    for i, p in enumerate(policies.values()):
+        colour = COLOURS[i % len(COLOURS)]
+        for j, key in enumerate(("precision", "recall")):
+            value = p[key] or 0.0
+            x = pad + j * 220 + i * (bw + 8)
+            bars.append(f'<rect x="{x}" y="{h - pad - value * (h - 2 * pad):.1f}" width="{bw}" '
+                        f'height="{value * (h - 2 * pad):.1f}" fill="{colour}"/>'
+                        f'<text x="{x + bw / 2}" y="{h - pad - value * (h - 2 * pad) - 4:.1f}" text-anchor="middle" '
+                        f'font-size="10">{value:.0%}</text>')
+    bars += [f'<text x="{pad + j * 220 + 40}" y="{h - pad + 16}" text-anchor="middle">{name}</text>'
+             for j, name in enumerate(("precision", "recall"))]
+    quality = f'<svg width="{w}" height="{h}" font-family="sans-serif" font-size="12">' \
+              f'<text x="{w / 2}" y="18" text-anchor="middle" font-weight="bold">Precision and recall</text>' \
+              f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#333"/>{"".join(bars)}</svg>'
+    return quality
 
 
 def _pct(v: float | None) -> str:
