@@ -52,7 +52,9 @@ MEMORY_KEYS = ("checked_until", "follow_up", "follow_up_episode", "win_back", "w
                "service_recovery", "service_recovery_episode", "service_recovery_bad_rating_episode",
                "service_recovery_sla_breach_episode",
                # the times of the last triggers counted by the cap (worker.core.triggers), and when it frees
-               "cap_0", "cap_1", "cap_2", "cap_3", "cap_4", "cap_5", "cap_6", "cap_7", "cap_recheck")
+               "cap_0", "cap_1", "cap_2", "cap_3", "cap_4", "cap_5", "cap_6", "cap_7", "cap_recheck",
+               # quiet hours: the customer's UTC offset, the end of a deferral, a deferred rating's time
+               "tz_offset", "quiet_until", "quiet_rating")
 _CODE = {k: i for i, k in enumerate(MEMORY_KEYS)}
 
 

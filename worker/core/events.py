@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -59,6 +60,7 @@ class Event(NamedTuple):
     action: str | None = None
     csat: int | None = None
     nps: int | None = None
+    tz: str | None = None  # the customer's IANA time zone, if the event names one (quiet hours)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,36 @@ def parse_event(raw: bytes, max_bytes: int = 65536) -> Event | InvalidEvent:
 
 
 def _build(obj: dict[str, Any]) -> Event:
+    event = _build_typed(obj)
+    if "tz" in obj:  # rare: most events carry no time zone
+        tz = _string(obj, "tz")
+        if not known_zone(tz):
+            raise _Refused("bad_field_value", f"tz: {tz!r} is not an IANA time zone (e.g. 'Europe/Berlin')")
+        event = event._replace(tz=tz)
+    return event
+
+
+@lru_cache(maxsize=1024)
+def known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def utc_offset_s(zone: str, at: float) -> float:
+    """The zone's offset from UTC at `at`, in seconds (as of the start of that hour)."""
+    return _offset(zone, int(at // 3600))
+
+
+@lru_cache(maxsize=65536)
+def _offset(zone: str, hour: int) -> float:
+    moment = datetime.fromtimestamp(hour * 3600, UTC)
+    return float(moment.astimezone(ZoneInfo(zone)).utcoffset().total_seconds())  # type: ignore[union-attr]
+
+
+def _build_typed(obj: dict[str, Any]) -> Event:
     version = obj.get("schema_version")
     if type(version) is not int or version != SCHEMA_VERSION:
         raise _Refused("bad_schema_version", f"schema_version: expected {SCHEMA_VERSION}, got {version!r}")
@@ -222,6 +254,8 @@ def to_json(event: Event) -> dict[str, Any]:
     elif event.type == "support":
         out.update(ticket_id=event.ticket_id, action=event.action)
         out.update({k: v for k, v in (("csat", event.csat), ("nps", event.nps)) if v is not None})
+    if event.tz:
+        out["tz"] = event.tz
     return out
 
 

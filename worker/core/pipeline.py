@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from worker.core.events import ERASURE, Event
+from worker.core.events import ERASURE, Event, utc_offset_s
 from worker.core.features import features
 from worker.core.messages import build_trigger
 from worker.core.policy import Policy
@@ -33,6 +33,7 @@ from worker.core.state import (
 )
 from worker.core.triggers import (
     CHECKED,
+    TZ_OFFSET,
     Fire,
     Suppressed,
     decide_memory,
@@ -270,6 +271,8 @@ def erase(customer_id: str, state: CustomerState, event: Event, result: Result) 
 
 def _decide_event(customer_id: str, state: CustomerState, event: Event, ctx: Context) -> Walk:
     """A decision point at an event just folded into `state`."""
+    if event.tz:  # the customer's time zone, for quiet hours: its offset now
+        state = with_fired(state, fired={**state.fired, TZ_OFFSET: utc_offset_s(event.tz, event.occurred_at)})
     if event.occurred_at < state.fired.get(CHECKED, 0.0):
         # an event behind the last silence check arrived after the clock had passed it
         # (forwarded through another worker's repartition topic, or delayed by its producer

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from worker.core.events import known_zone
 from worker.errors import PolicyError
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -106,6 +107,38 @@ class Cap(BaseModel):
         return self
 
 
+class QuietHours(BaseModel):
+    """No trigger goes out from `start` to `end` (HH:MM, the window may wrap midnight) in
+    the customer's time zone (an event's `tz`), or `timezone` for customers without one;
+    a trigger due then is deferred to the window's end."""
+
+    model_config = _STRICT
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _valid(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        if not known_zone(self.timezone):
+            raise ValueError(f"timezone: {self.timezone!r} is not an IANA time zone")
+        return self
+
+    @property
+    def start_s(self) -> int:
+        return _seconds(self.start)
+
+    @property
+    def end_s(self) -> int:
+        return _seconds(self.end)
+
+
+def _seconds(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 3600 + int(minutes) * 60
+
+
 class Policy(BaseModel):
     model_config = _STRICT
     version: str = Field(min_length=1)
@@ -117,6 +150,7 @@ class Policy(BaseModel):
     segments: Segments
     treatment: dict[Segment, Treatment] = Field(default_factory=dict)
     cap: Cap | None = None
+    quiet_hours: QuietHours | None = None
 
     @model_validator(mode="after")
     def _treatment_thresholds_ordered(self) -> Policy:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from hashlib import sha1
 from typing import NamedTuple
 
-from worker.core.events import Event
+from worker.core.events import Event, utc_offset_s
 from worker.core.features import clv_estimate, rhythm_days
 from worker.core.policy import Cap, Policy
 from worker.core.state import DAY, CustomerState, is_bad_rating, open_tickets
@@ -30,6 +30,9 @@ _ID_PREFIX = _ID_NAMESPACE.bytes
 CHECKED = "checked_until"  # trigger memory key: silence evaluated up to this time
 CAP_SLOTS = tuple(f"cap_{i}" for i in range(8))  # the times of the last triggers the cap counts
 CAP_RECHECK = "cap_recheck"  # a trigger held back by the cap is looked at again then
+TZ_OFFSET = "tz_offset"  # the customer's UTC offset (s), from their latest event that names a time zone
+QUIET_UNTIL = "quiet_until"  # triggers deferred by quiet hours are looked at again then
+QUIET_RATING = "quiet_rating"  # the time of a bad rating whose service recovery was deferred
 SLA_EPISODE = "service_recovery_sla_breach_episode"  # the opening of the last ticket recovered after a breach
 
 
@@ -100,8 +103,9 @@ def deadlines(policy: Policy, state: CustomerState) -> list[float]:
             out += [fired["win_back"] + c for c in policy.cooldowns_s("win_back")]
     if state.tickets:  # most customers have none: skip the call
         out += _ticket_deadlines(policy, state)
-    if CAP_RECHECK in state.fired:  # a trigger held back by the cap: looked at again when it frees
-        out.append(state.fired[CAP_RECHECK])
+    for key in (CAP_RECHECK, QUIET_UNTIL):  # held back by the cap, deferred by quiet hours: looked at again
+        if key in state.fired:
+            out.append(state.fired[key])
     return out
 
 
@@ -130,8 +134,9 @@ def earliest_possible_deadline(policy: Policy, state: CustomerState) -> float:
         bound = min(bound, min(t.opened_at for t in state.tickets.values()) + policy.support.sla_hours * 3600.0)
     if "win_back" in state.fired:
         bound = min(bound, state.fired["win_back"] + min(policy.cooldowns_s("win_back")))
-    if CAP_RECHECK in state.fired:
-        bound = min(bound, state.fired[CAP_RECHECK])
+    for key in (CAP_RECHECK, QUIET_UNTIL):
+        if key in state.fired:
+            bound = min(bound, state.fired[key])
     return bound
 
 
@@ -179,8 +184,9 @@ def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory
     """`decide` on an explicit trigger memory (the batch path carries it beside the state),
     leaving CHECKED to the caller: the batch path sets it as it walks the deadlines."""
     # service recovery needs a support event or an open ticket; most points have neither
-    recovery = (_service_recovery(policy, state, now, cause, memory.get(SLA_EPISODE, 0.0))
-                if state.tickets or (cause is not None and cause.type == "support") else None)
+    recovery = (_service_recovery(policy, state, now, cause, memory)
+                if state.tickets or (cause is not None and cause.type == "support") or QUIET_RATING in memory
+                else None)
     activity = _activity_trigger(policy, state, score, now)
     if recovery is None and activity is None:
         return [], memory  # the common case: nothing applies
@@ -193,12 +199,22 @@ def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory
     decisions: list[Decision] = []
     memory = dict(memory)  # copied only when it may change: the caller's dict is never modified
     memory.pop(CAP_RECHECK, None)
+    memory.pop(QUIET_UNTIL, None)
+    quiet_end = quiet_until(policy, memory, now)
     for c in candidates:
         if memory.get(_episode_key(c.type, c.rule), 0.0) >= c.episode_at:
             continue  # this episode has had its trigger; re-armed only by a newer one
         if now - memory.get(c.type, -1e18) < policy.cooldown_s(c.type, seg):
             decisions.append(Suppressed(c.type, "cooldown"))
             continue
+        if quiet_end is not None:  # deferred to the end of the customer's night, not dropped
+            decisions.append(Suppressed(c.type, "quiet_hours"))
+            memory[QUIET_UNTIL] = quiet_end
+            if c.rule == "bad_rating":  # no event will bring it back: remember the rating
+                memory[QUIET_RATING] = c.episode_at
+            continue
+        if c.rule == "bad_rating":
+            memory.pop(QUIET_RATING, None)
         if cap is not None and not _take_cap_slot(cap, memory, now):
             decisions.append(Suppressed(c.type, "cap"))
             continue
@@ -206,6 +222,20 @@ def decide_memory(policy: Policy, customer_id: str, state: CustomerState, memory
         decisions.append(Fire(c.type, trigger_id(c.type, customer_id, c.episode), c.rule, c.threshold,
                               held_out=in_holdout(policy, customer_id)))
     return decisions, memory
+
+
+def quiet_until(policy: Policy, memory: dict[str, float], now: float) -> float | None:
+    """When the quiet hours around `now` end in the customer's time (None: not quiet now)."""
+    quiet = policy.quiet_hours
+    if quiet is None:
+        return None
+    offset = memory.get(TZ_OFFSET)
+    if offset is None:
+        offset = utc_offset_s(quiet.timezone, now)
+    local = (now + offset) % DAY
+    start, end = quiet.start_s, quiet.end_s
+    inside = start <= local < end if start < end else (local >= start or local < end)
+    return now + (end - local) % DAY if inside else None
 
 
 def _take_cap_slot(cap: Cap, memory: dict[str, float], now: float) -> bool:
@@ -255,11 +285,16 @@ def _activity_trigger(policy: Policy, state: CustomerState, score: float, now: f
 
 
 def _service_recovery(policy: Policy, state: CustomerState, now: float, cause: Event | None,
-                      recovered_up_to: float) -> Candidate | None:
-    """A bad rating just arrived, or an open ticket is past the SLA: the oldest one opened
-    after the last ticket already recovered, so every breached ticket gets its own."""
+                      memory: dict[str, float]) -> Candidate | None:
+    """A bad rating just arrived (or one deferred by quiet hours is due), or an open ticket is
+    past the SLA: the oldest one opened after the last ticket already recovered, so every
+    breached ticket gets its own."""
     if cause is not None and cause.type == "support" and is_bad_rating(cause, policy.support.bad_csat_max):
         return Candidate("service_recovery", "bad_rating", f"rating:{cause.event_id}", cause.occurred_at, None)
+    if QUIET_RATING in memory:  # deferred: the event is gone, its time names the episode
+        rated = memory[QUIET_RATING]
+        return Candidate("service_recovery", "bad_rating", f"rating-at:{rated:.3f}", rated, None)
+    recovered_up_to = memory.get(SLA_EPISODE, 0.0)
     if not state.tickets:  # most customers have none: skip the list
         return None
     sla = policy.support.sla_hours * 3600.0

@@ -170,6 +170,7 @@ class Metrics:
             self.holdout.labels(t)
             self.suppressed.labels(t, "cooldown")
             self.suppressed.labels(t, "cap")
+            self.suppressed.labels(t, "quiet_hours")
             self.suppressed.labels(t, "history")
 
 
