@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -78,6 +79,10 @@ class Settings(BaseSettings):
     mark_interval_s: float = Field(
         1.0, gt=0, le=600, description="how often at most a worker writes watermark marks to the repartition "
                                        "topic (only when they change)")
+    event_time_min: datetime = Field(datetime(2000, 1, 1, tzinfo=UTC),
+                                     description="live events dated before this are dead-lettered")
+    event_time_max: datetime = Field(datetime(2100, 1, 1, tzinfo=UTC),
+                                     description="live events dated at or after this are dead-lettered")
     max_future_s: float = Field(
         300, ge=0, description="events further ahead of the wall clock are dead-lettered (either clock)")
     emit_max_age_s: float = Field(

@@ -124,3 +124,34 @@ def test_durations():
     assert parse_duration("36h") == 36 * 3600
     with pytest.raises(ValueError):
         parse_duration("ninety days")
+
+
+def test_train_and_evaluate_take_a_history_from_the_1990s(tmp_path):
+    """Offline commands read any real date from 1970 on (the live stream keeps its bounds)."""
+    history = tmp_path / "history.csv"
+    events = generate(300, 730, seed=6, start="1996-01-01T00:00:00+00:00")
+    history.write_text("\n".join(["cust,date"] + [f"{e['customer_id']},{e['occurred_at'][:10]}" for e in events
+                                                  if e["type"] == "purchase"]) + "\n")
+    model, summary = tmp_path / "m", tmp_path / "eval.json"
+    for args in (["train", "--events", str(history), "--out", str(model), "--horizon", "90d",
+                  "--train-until", "1997-09-01"],
+                 ["evaluate", "--model", str(model), "--events", str(history), "--json", str(summary)]):
+        done = subprocess.run([sys.executable, "-m", "worker", *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=120)
+        assert done.returncode == 0 and "invalid rows" not in done.stdout, done.stdout + done.stderr
+    figures = json.loads(summary.read_text())
+    assert figures["cutoff"].startswith("1997") and 0.5 < figures["roc_auc"] <= 1
+
+
+def test_the_live_stream_keeps_its_bounds_and_they_move():
+    from worker.config import load_settings
+    from worker.core.admission import admit
+    from worker.shell.handler import admission_rules
+
+    raw = json.dumps({"schema_version": 1, "event_id": "e", "type": "login", "customer_id": "c",
+                      "occurred_at": "1997-03-01T10:00:00Z"}).encode()
+    msg = type("Msg", (), {"topic": "customer-events", "partition": 0, "key": b"c", "value": raw, "headers": []})()
+    refused = admit(msg, admission_rules(load_settings()), wall=2e9)
+    assert getattr(refused, "reason", None) == "timestamp_out_of_range"
+    moved = admit(msg, admission_rules(load_settings(event_time_min="1990-01-01T00:00:00Z")), wall=2e9)
+    assert getattr(moved, "reason", None) != "timestamp_out_of_range"

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from worker.core.events import InvalidEvent, parse_event
+from worker.core.events import LIVE_BOUNDS, InvalidEvent, parse_event
 from worker.core.partitioner import partition_of
 from worker.core.pipeline import Item
 from worker.core.state import source_code
@@ -48,6 +48,7 @@ class Rules:
     partitions: int
     max_event_bytes: int
     max_future_s: float   # how far ahead of the wall clock an event may claim to be
+    bounds: tuple[float, float] = LIVE_BOUNDS  # dates an event may carry at all
 
 
 class Forward(NamedTuple):
@@ -74,7 +75,7 @@ def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward 
             return tick._replace(ref=msg)
         if kind == MARK:
             return parse_mark(msg.value)
-    parsed = parse_event(msg.value, rules.max_event_bytes)
+    parsed = parse_event(msg.value, rules.max_event_bytes, rules.bounds)
     if isinstance(parsed, InvalidEvent):
         return parsed
     if parsed.occurred_at > wall + rules.max_future_s:

@@ -26,9 +26,12 @@ SUPPORT_ACTIONS = ("opened", "replied", "resolved", "reopened")
 MAX_ID_LENGTH = 128
 MAX_ID_BYTES = 255   # ids are stored with a one-byte length (worker.core.codec)
 MAX_AMOUNT = 1e9     # per order; beyond it a unit mistake, and it would overflow CLV features
-# Events dated outside these bounds are typos or unit mistakes (ms vs s), not history.
+# Live events dated outside these bounds are typos or unit mistakes (ms vs s), not news
+# (CHURN_EVENT_TIME_MIN / _MAX move them); history read offline may go back to 1970.
 MIN_TIME = datetime.fromisoformat("2000-01-01T00:00:00+00:00").timestamp()
 MAX_TIME = datetime.fromisoformat("2100-01-01T00:00:00+00:00").timestamp()
+LIVE_BOUNDS = (MIN_TIME, MAX_TIME)
+HISTORY_BOUNDS = (0.0, MAX_TIME)  # train, evaluate, simulate, uplift: any real date from 1970 on
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -91,8 +94,10 @@ def parse_valid(raw: bytes) -> Event:
     return parsed
 
 
-def parse_event(raw: bytes, max_bytes: int = 65536) -> Event | InvalidEvent:
-    """Parse one message value. Pure: no clock, no I/O."""
+def parse_event(raw: bytes, max_bytes: int = 65536,
+                bounds: tuple[float, float] = LIVE_BOUNDS) -> Event | InvalidEvent:
+    """Parse one message value; `occurred_at` must lie within `bounds` (seconds since the
+    epoch, the upper one excluded). Pure: no clock, no I/O."""
     if raw is None:
         return InvalidEvent("not_object", "message has no value (tombstone)", b"")
     if len(raw) > max_bytes:
@@ -113,14 +118,14 @@ def parse_event(raw: bytes, max_bytes: int = 65536) -> Event | InvalidEvent:
     if not isinstance(obj, dict):
         return InvalidEvent("not_object", f"expected a JSON object, got {type(obj).__name__}", raw)
     try:
-        return _build(obj)
+        return _build(obj, bounds)
     except _Refused as ref:
         cid = obj.get("customer_id")
         return InvalidEvent(ref.reason, ref.detail, raw, cid if isinstance(cid, str) else None)
 
 
-def _build(obj: dict[str, Any]) -> Event:
-    event = _build_typed(obj)
+def _build(obj: dict[str, Any], bounds: tuple[float, float]) -> Event:
+    event = _build_typed(obj, bounds)
     if "tz" in obj:  # rare: most events carry no time zone
         tz = _string(obj, "tz")
         if not known_zone(tz):
@@ -149,7 +154,7 @@ def _offset(zone: str, hour: int) -> float:
     return float(moment.astimezone(ZoneInfo(zone)).utcoffset().total_seconds())  # type: ignore[union-attr]
 
 
-def _build_typed(obj: dict[str, Any]) -> Event:
+def _build_typed(obj: dict[str, Any], bounds: tuple[float, float]) -> Event:
     version = obj.get("schema_version")
     if type(version) is not int or version != SCHEMA_VERSION:
         raise _Refused("bad_schema_version", f"schema_version: expected {SCHEMA_VERSION}, got {version!r}")
@@ -157,7 +162,7 @@ def _build_typed(obj: dict[str, Any]) -> Event:
     if kind not in EVENT_TYPES and kind != ERASURE:
         raise _Refused("unknown_event_type", f"type: expected one of {(*EVENT_TYPES, ERASURE)}, got {kind!r}")
     event_id, customer_id = _string(obj, "event_id"), _string(obj, "customer_id")
-    occurred_at = _timestamp(obj, "occurred_at")
+    occurred_at = _timestamp(obj, "occurred_at", bounds)
     if kind == ERASURE:
         return Event(event_id, kind, customer_id, occurred_at)
     # positional, in Event's field order (a named tuple built from keywords costs twice as much)
@@ -198,7 +203,7 @@ def _string(obj: dict[str, Any], name: str, required: bool = True) -> Any:
     return value
 
 
-def _timestamp(obj: dict[str, Any], name: str) -> float:
+def _timestamp(obj: dict[str, Any], name: str, bounds: tuple[float, float]) -> float:
     text = _string(obj, name)
     if not _RFC3339.match(text):
         raise _Refused("bad_timestamp", f"{name}: expected RFC 3339 with offset, got {text!r}")
@@ -206,8 +211,9 @@ def _timestamp(obj: dict[str, Any], name: str) -> float:
         seconds = datetime.fromisoformat(text.replace("z", "Z")).timestamp()
     except ValueError as exc:
         raise _Refused("bad_timestamp", f"{name}: {exc}") from None
-    if not MIN_TIME <= seconds < MAX_TIME:
-        raise _Refused("timestamp_out_of_range", f"{name}: {text} is outside 2000-01-01..2100-01-01")
+    if not bounds[0] <= seconds < bounds[1]:
+        raise _Refused("timestamp_out_of_range", f"{name}: {text} is outside {format_time(bounds[0])[:10]}.."
+                                                 f"{format_time(bounds[1])[:10]}")
     return seconds
 
 

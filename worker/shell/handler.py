@@ -40,8 +40,7 @@ class BatchHandler:
                  silence: Silence, send: Sink, write_changelog: ChangelogSink) -> None:
         self.settings, self.model, self.policy, self.metrics = settings, model, policy, metrics
         self.table, self.silence, self.send, self.write_changelog = table, silence, send, write_changelog
-        self.rules = Rules(frozenset(settings.input_topics), settings.topic_partitions, settings.max_event_bytes,
-                           max_future_s=settings.max_future_s)
+        self.rules = admission_rules(settings)
         self.tracked = 0  # customers with a state in this worker's active partitions
 
     async def handle(self, batch: list[Any]) -> None:
@@ -185,6 +184,11 @@ class BatchHandler:
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset, bad.reason, bad.detail)
         return Outgoing(self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
                         dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
+
+
+def admission_rules(s: Settings) -> Rules:
+    return Rules(frozenset(s.input_topics), s.topic_partitions, s.max_event_bytes, max_future_s=s.max_future_s,
+                 bounds=(s.event_time_min.timestamp(), s.event_time_max.timestamp()))
 
 
 def store(stored: Any, changes: Changes) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from worker.core.events import Event, InvalidEvent, parse_event
+from worker.core.events import HISTORY_BOUNDS, Event, InvalidEvent, parse_event
 
 ALIASES = {
     "customer_id": ("customer_id", "cust", "customer", "customerid", "user_id"),
@@ -57,7 +57,7 @@ def _jsonl_events(path: Path) -> Iterator[Event | InvalidEvent]:
     with open(path, "rb") as handle:
         for line in handle:
             if line.strip():
-                yield parse_event(line.strip())
+                yield parse_event(line.strip(), bounds=HISTORY_BOUNDS)
 
 
 def _csv_events(path: Path) -> Iterator[Event | InvalidEvent]:
@@ -72,7 +72,7 @@ def _csv_events(path: Path) -> Iterator[Event | InvalidEvent]:
             if kind == "purchase":
                 amount = (row.get(columns.get("amount", ""), "") or "0").strip()
                 obj.update(order_id=f"{path.name}:{n}", amount=amount, currency="XXX")
-            yield parse_event(json.dumps(obj).encode())
+            yield parse_event(json.dumps(obj).encode(), bounds=HISTORY_BOUNDS)
 
 
 def _column(columns: dict[str, str], field: str, path: Path) -> str:
