@@ -115,10 +115,12 @@ def _model_commands(sub: Any) -> None:
     src.add_argument("--events", nargs="+", type=Path, help="JSONL (event schema) or CSV files")
     src.add_argument("--synthetic", action="store_true", help="use the seeded synthetic generator")
     train.add_argument("--out", required=True, type=Path, help="artifact directory, e.g. models/NAME")
-    train.add_argument("--horizon", default="90d", help="churned = nothing qualifying within this (default 90d)")
+    train.add_argument("--horizon", default="30d", help="churned = nothing qualifying within this (default 30d, "
+                       "as the shipped model)")
     train.add_argument("--cutoffs", nargs="+", default=None, help="snapshot dates (default: monthly, "
                        "the latest leaving a full horizon; the latest is held out for testing)")
-    train.add_argument("--churn-on", choices=("purchase", "activity"), default="purchase")
+    train.add_argument("--churn-on", choices=("purchase", "activity"), default="activity",
+                       help="what counts as not churned: any login or purchase (default), or a purchase")
     train.add_argument("--train-until", default=None, help="ignore history from this date on, "
                        "so a later cutoff stays unseen for `evaluate`")
     train.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")

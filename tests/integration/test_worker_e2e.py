@@ -176,7 +176,10 @@ def test_metrics_count_what_happened(stream):
     for kind in ("follow_up", "win_back", "service_recovery"):
         assert s[("churn_triggers_emitted_total", ("type", kind))] == len(stream["out"][kind])
     assert s[("churn_customers_tracked",)] >= 300
-    assert s[("churn_model_info", ("kind", "logistic_regression"), ("version", "churn-v1"))] == 1
+    assert s[("churn_model_info", ("churn_on", "activity"), ("horizon_days", "30.0"), ("kind", "logistic_regression"),
+              ("version", "churn-v1"))] == 1
+    assert s[("churn_model_expected_churn_rate", ("model_version", "churn-v1"))] == pytest.approx(0.3239)
+    assert s[("churn_risk_score_count", ("model_version", "churn-v1"))] > 0
     assert s[("churn_scoring_batch_size_count",)] > 0
     settings = stream["settings"]
     for p in range(settings.topic_partitions):  # it holds every partition, and has read them to the end
@@ -187,6 +190,8 @@ def test_metrics_count_what_happened(stream):
     # recovered: nothing left to read from the changelog, for its own partitions or standbys
     assert s[("churn_table_recovery_remaining_records", ("kind", "active"))] == 0
     assert stream["worker"].get("/health")[0] == 200  # read to the end: not stalled
+    ready = json.loads(stream["worker"].get("/ready")[1])
+    assert ready["model_label"] == {"churn_on": "activity", "horizon_days": 30.0}
 
 
 def test_training_computes_the_same_features_as_the_running_worker(stream):

@@ -39,14 +39,14 @@ def test_primed_series_exist_at_zero():
 def test_two_metrics_objects_do_not_collide():
     first, second = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
     first.events.labels("login", "applied").inc(3)
-    first.risk.observe(0.72)
+    first.risk.labels("m1").observe(0.72)
     assert first.registry.get_sample_value("churn_events_consumed_total",
                                            {"type": "login", "outcome": "applied"}) == 3.0
     assert second.registry.get_sample_value("churn_events_consumed_total",
                                             {"type": "login", "outcome": "applied"}) == 0.0
-    assert first.registry.get_sample_value("churn_risk_score_bucket", {"le": "0.75"}) == 1.0
-    assert first.registry.get_sample_value("churn_risk_score_bucket", {"le": "0.7"}) == 0.0
-    assert second.registry.get_sample_value("churn_risk_score_count") == 0.0
+    assert first.registry.get_sample_value("churn_risk_score_bucket", {"le": "0.75", "model_version": "m1"}) == 1.0
+    assert first.registry.get_sample_value("churn_risk_score_bucket", {"le": "0.7", "model_version": "m1"}) == 0.0
+    assert second.registry.get_sample_value("churn_risk_score_count", {"model_version": "m1"}) is None
     third = Metrics()  # a registry of its own when none is given
     assert third.registry is not first.registry and third.registry is not second.registry
 

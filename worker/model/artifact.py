@@ -40,6 +40,19 @@ class ModelArtifact:
     def kind(self) -> str:
         return str(self.card["kind"])
 
+    @property
+    def label(self) -> dict[str, Any]:
+        """What the model predicts: churned = no `churn_on` within `horizon_days` (the card's)."""
+        training = self.card.get("training", {})
+        return {"churn_on": str(training.get("churn_on", "unknown")), "horizon_days": training.get("horizon_days")}
+
+    @property
+    def expected_churn_rate(self) -> float | None:
+        """The churn rate the card measured on its out-of-time test (the training rate else)."""
+        test = self.card.get("metrics", {}).get("out_of_time_test", {})
+        rate = test.get("churn_rate", self.card.get("training", {}).get("churn_rate"))
+        return None if rate is None else float(rate)
+
     def score(self, rows: np.ndarray) -> np.ndarray:
         return score_batch(self, rows)
 

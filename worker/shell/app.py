@@ -35,7 +35,7 @@ from worker.shell.handler import BatchHandler
 from worker.shell.http import add_routes
 from worker.shell.live_policy import PolicySwitch
 from worker.shell.liveness import Progress
-from worker.shell.metrics import Metrics
+from worker.shell.metrics import Metrics, show_model
 from worker.shell.narrowing import handle_narrowing
 from worker.shell.output import ChangelogSink, Headers, OutputProducer, Sink
 from worker.shell.silence import Silence
@@ -79,7 +79,7 @@ class ChurnApp:
         # the policy topic: new versions at batch boundaries (not for a test's sink)
         self.policies = PolicySwitch(self, enabled=sink is None)
         self._wire()
-        self.metrics.model_info.labels(artifact.version, artifact.kind).set(1)
+        show_model(self.metrics, artifact)
         self.metrics.policy_info.labels(policy.version).set(1)
 
     def _wire(self) -> None:

@@ -25,6 +25,7 @@ from worker.core.features import FEATURE_NAMES, features
 from worker.core.partitioner import partition_of
 from worker.core.triggers import pending_deadline
 from worker.errors import ConfigError
+from worker.shell.metrics import set_recovery
 
 if TYPE_CHECKING:
     from worker.shell.app import ChurnApp
@@ -42,7 +43,7 @@ def add_routes(churn: ChurnApp) -> None:
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
         churn.is_ready()
-        churn.metrics.set_recovery(churn.app.tables)
+        set_recovery(churn.metrics, churn.app.tables)
         return web.bytes(generate_latest(churn.metrics.registry), content_type=PROMETHEUS_CONTENT_TYPE)
 
     @app.page("/health")
@@ -54,7 +55,8 @@ def add_routes(churn: ChurnApp) -> None:
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
         ok = churn.is_ready()
-        return web.json({"ready": ok, "model_version": churn.artifact.version, "policy_version": churn.policy.version,
+        return web.json({"ready": ok, "model_version": churn.artifact.version, "model_label": churn.artifact.label,
+                         "policy_version": churn.policy.version,
                          "policy_refused": churn.policies.live.refused}, status=200 if ok else 503)
 
     token = http_token(churn.settings)

@@ -59,8 +59,9 @@ class Metrics:
                                   ["type", "reason"], registry=r)
         self.holdout = Counter("churn_triggers_holdout_total", "Triggers withheld for the control group",
                                ["type"], registry=r)
-        self.risk = Histogram("churn_risk_score", "Churn probability of every scored state",
-                              buckets=SCORE_BUCKETS, registry=r)
+        self.risk = Histogram("churn_risk_score", "Churn probability of every scored state, by the model that "
+                              "scored it", ["model_version"], buckets=SCORE_BUCKETS, registry=r)
+        self.scoring_model = "none"  # the model_version label of the scores recorded (show_model sets it)
         self.customers = Gauge("churn_customers_tracked", "Customers in this worker's active partitions",
                                registry=r)
         self.deadlines = Gauge("churn_deadline_index_size", "Customers with a pending silence deadline",
@@ -72,13 +73,20 @@ class Metrics:
                                       "by the timer as ticks", ["path"], registry=r)
         self._consumer_metrics(r)
         self._time_gauges(r)
-        self.model_info = Gauge("churn_model_info", "Model being served", ["version", "kind"], registry=r)
+        self._model_metrics(r)
         self.policy_info = Gauge("churn_policy_info", "Trigger policy in force", ["version"], registry=r)
         self.policy_refused = Counter("churn_policy_refused_total",
                                       "Records of the policy topic this worker could not apply (the policy in "
                                       "force stayed)", registry=r)
         self.ready = Gauge("churn_worker_ready", "1 when partitions are assigned and recovered", registry=r)
         self._prime()
+
+    def _model_metrics(self, r: CollectorRegistry) -> None:
+        self.model_info = Gauge("churn_model_info", "Model being served, and its label: churned = no `churn_on` "
+                                "within `horizon_days`", ["version", "kind", "churn_on", "horizon_days"], registry=r)
+        self.expected_churn = Gauge("churn_model_expected_churn_rate",
+                                    "The churn rate the model card measured (out-of-time test): the live mean "
+                                    "of churn_risk_score should stay near it", ["model_version"], registry=r)
 
     def _consumer_metrics(self, r: CollectorRegistry) -> None:
         """How the worker's consumption goes: lag, assignments, marks, failures isolated."""
@@ -96,16 +104,6 @@ class Metrics:
         self.state_quarantined = Counter("churn_state_records_quarantined_total",
                                          "Recovered customer states that could not be read (left out of the "
                                          "deadline index; that customer's events are dead-lettered)", registry=r)
-
-    def set_recovery(self, tables: Any) -> None:
-        """Changelog records left to recover (faust's TableManager `tables`), at each scrape."""
-        try:
-            recovery = tables.recovery
-            active, standby = recovery.active_remaining_total(), recovery.standby_remaining_total()
-        except Exception:  # no recovery under way yet
-            return
-        self.recovery_remaining.labels("active").set(active)
-        self.recovery_remaining.labels("standby").set(standby)
 
     def _time_gauges(self, r: CollectorRegistry) -> None:
         """Where the worker is in time: its deadlines, its watermark, and what waits for it."""
@@ -137,7 +135,7 @@ class Metrics:
         for kind, n in result.quiet.items():
             self.suppressed.labels(kind, "history").inc(n)
         self.batch_size.observe(len(result.scores))
-        observe_many(self.risk, result.scores)
+        observe_many(self.risk.labels(self.scoring_model), result.scores)
 
     def set_lag(self, lag: dict[tuple[str, int], int | None]) -> None:
         """Lag per partition held now (None: not known yet); the series of partitions no
@@ -198,3 +196,23 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     total.inc(float(np.sum(values)))
     for i in np.flatnonzero(counts[:len(bounds)]):  # NaN sorts past +Inf, into no bucket
         buckets[i].inc(int(counts[i]))
+
+
+def set_recovery(metrics: Metrics, tables: Any) -> None:
+    """Changelog records left to recover (faust's TableManager `tables`), at each scrape."""
+    try:
+        recovery = tables.recovery
+        active, standby = recovery.active_remaining_total(), recovery.standby_remaining_total()
+    except Exception:  # no recovery under way yet
+        return
+    metrics.recovery_remaining.labels("active").set(active)
+    metrics.recovery_remaining.labels("standby").set(standby)
+
+
+def show_model(metrics: Metrics, artifact: Any) -> None:
+    """The model in force: its info, its label, the churn rate its card expects."""
+    label = artifact.label
+    metrics.model_info.labels(artifact.version, artifact.kind, label["churn_on"], str(label["horizon_days"])).set(1)
+    if artifact.expected_churn_rate is not None:
+        metrics.expected_churn.labels(artifact.version).set(artifact.expected_churn_rate)
+    metrics.scoring_model = artifact.version
