@@ -75,6 +75,11 @@ def _worker_commands(sub: Any) -> None:
     sim.add_argument("--report", type=Path, default=None, help="self-contained HTML with the weekly volumes")
     pol.set_defaults(func=cmd_policy)
 
+    mod = sub.add_parser("model", help="swap the model of a running group: shadow, promote, rollback, show")
+    mod.add_argument("action", choices=("shadow", "promote", "rollback", "show"))
+    mod.add_argument("directory", type=Path, nargs="?", help="for shadow: the model artifact directory")
+    mod.set_defaults(func=cmd_model)
+
 
 def _stream_commands(sub: Any) -> None:
     gen = sub.add_parser("generate", help="write a synthetic customer event stream (JSONL)")
@@ -281,6 +286,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from worker.tools.training import evaluate_command
 
     return _user_errors(evaluate_command, args)
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from worker.config import load_settings
+    from worker.errors import ConfigError
+    from worker.tools.model_admin import change, show
+
+    settings = load_settings()
+    if not settings.kafka_bootstrap:
+        raise ConfigError(f"CHURN_KAFKA_BOOTSTRAP: required for `model {args.action}`")
+    if args.action == "shadow" and args.directory is None:
+        raise ConfigError("model shadow: the model directory is required")
+    print(asyncio.run(show(settings) if args.action == "show" else change(settings, args.action, args.directory)))
+    return 0
 
 
 def cmd_uplift(args: argparse.Namespace) -> int:

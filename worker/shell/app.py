@@ -33,6 +33,7 @@ from worker.shell import kafka_client
 from worker.shell.batching import BatchApp
 from worker.shell.handler import BatchHandler
 from worker.shell.http import add_routes
+from worker.shell.live_model import ModelSwitch
 from worker.shell.live_policy import PolicySwitch
 from worker.shell.liveness import Progress
 from worker.shell.metrics import Metrics, show_model
@@ -72,12 +73,12 @@ class ChurnApp:
         self.send: Sink = sink or self._send_to_topic
         self.silence = Silence(settings, policy, self.metrics, self.send, ready=self.is_ready,
                                active=lambda: self.active_partitions(), highwater=self.highwater,
-                               start_offset=self.start_offset, send_mark=self._send_mark(sink))
+                               start_offset=self.start_offset, send_mark=mark_sender(self.producer, sink))
         self.progress = Progress(settings.stall_s)  # for /health
         self.handler = BatchHandler(settings, artifact, policy, self.metrics, self.table, self.silence, self.send,
                                     changelog or self.producer.write_changelog)
-        # the policy topic: new versions at batch boundaries (not for a test's sink)
-        self.policies = PolicySwitch(self, enabled=sink is None)
+        self.policies = PolicySwitch(self, enabled=sink is None)  # the policy and model topics (no test sink)
+        self.models = ModelSwitch(self, enabled=sink is None)
         self._wire()
         show_model(self.metrics, artifact)
         self.metrics.policy_info.labels(policy.version).set(1)
@@ -86,6 +87,7 @@ class ChurnApp:
         s, app = self.settings, self.app
         if self.policies.enabled:
             app.task(self.policies.run)
+            app.task(self.models.run)
         app.fetch_max_wait_ms = s.fetch_max_wait_ms
         if s.input_mode == "batch":
             app.batch_source, app.batch_handler, app.batch_size = self.source, self.handle_or_exit, s.batch_size
@@ -104,12 +106,6 @@ class ChurnApp:
             partition = partition_of(key, self.settings.topic_partitions)
         return await self.producer.send(topic, key, value, headers, partition)
 
-    def _send_mark(self, sink: Sink | None) -> Any:
-        """Marks go to one partition each (a test's sink gets them with no key)."""
-        if sink is not None:
-            return lambda topic, partition, value, headers: sink(topic, None, value, headers)
-        return lambda topic, partition, value, headers: self.producer.send(topic, None, value, headers, partition)
-
     async def _agent(self, stream: Any) -> None:
         s = self.settings
         async for batch in stream.take_events(s.batch_size, within=s.batch_within_s):
@@ -118,13 +114,18 @@ class ChurnApp:
     async def handle_batch(self, batch: list[Any]) -> None:
         await self.handler.handle(batch)
 
-    async def _tick(self) -> None:
+    async def _boundary(self) -> None:
+        """Between batches: a new policy or model version takes over."""
         await self.policies.apply()
+        await self.models.apply()
+
+    async def _tick(self) -> None:
+        await self._boundary()
         await self.silence.tick()
 
     async def handle_or_exit(self, batch: list[Any]) -> None:
         try:
-            await self.policies.apply()
+            await self._boundary()
             await handle_narrowing(self.handler, batch)
             self.progress.consumed()
         except Exception:
@@ -190,6 +191,13 @@ class ChurnApp:
     def stalled(self) -> str:
         """Why /health fails ('' while the worker makes progress or is not ready)."""
         return self.progress.stalled(self.is_ready(), self.silence.unread_total())
+
+
+def mark_sender(producer: OutputProducer, sink: Sink | None) -> Any:
+    """Marks go to one partition each (a test's sink gets them with no key)."""
+    if sink is not None:
+        return lambda topic, partition, value, headers: sink(topic, None, value, headers)
+    return lambda topic, partition, value, headers: producer.send(topic, None, value, headers, partition)
 
 
 def broker_connected(app: Any) -> bool:

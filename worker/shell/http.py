@@ -56,6 +56,7 @@ def add_routes(churn: ChurnApp) -> None:
     async def ready(web: Any, request: Any) -> Any:
         ok = churn.is_ready()
         return web.json({"ready": ok, "model_version": churn.artifact.version, "model_label": churn.artifact.label,
+                         "shadow_model_version": churn.models.shadow_version, "model_refused": churn.models.refused,
                          "policy_version": churn.policy.version,
                          "policy_refused": churn.policies.live.refused}, status=200 if ok else 503)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -76,28 +77,42 @@ class LivePolicy:
         return orjson.dumps({"worker": worker, "version": self.current.version, "refused": self.refused,
                              "policy_offset": self.seen, "at": time.time()})
 
-    async def follow(self, bootstrap: str, topic: str, options: dict[str, Any]) -> None:
-        """Read the topic from its start, then every new record, for as long as the worker runs."""
-        while True:
-            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                        auto_offset_reset="earliest", **options)
-            try:
-                await consumer.start()
-                tp = TopicPartition(topic, 0)
-                consumer.assign([tp])
-                await consumer.seek_to_beginning(tp)
-                while True:
-                    for records in (await consumer.getmany(timeout_ms=POLL_MS)).values():
-                        for record in records:
-                            if record.key == KEY:
-                                self.offer(record.value, record.offset)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("reading %s failed; trying again in %.0f s", topic, RETRY_S, exc_info=True)
-            finally:
-                await consumer.stop()
+
+async def follow_topic(settings: Any, auth: Any, topic: str, status: str, key: bytes,
+                       offer: Callable[[bytes | None, int], None]) -> None:
+    """Make `topic` and `status` (compacted, one partition), then hand every record of
+    `topic` under `key` to `offer`, from the start, for as long as the worker runs."""
+    from worker.tools.kafka_io import create_topics
+
+    bootstrap = settings.kafka_bootstrap or ""
+    while True:
+        try:
+            await create_topics(bootstrap, [topic, status], 1, settings.topic_replication,
+                                options=auth.options, configs=COMPACTED)
+            break
+        except Exception:
+            log.warning("cannot create %s yet; trying again in %.0f s", topic, RETRY_S, exc_info=True)
             await asyncio.sleep(RETRY_S)
+    while True:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", **auth.options)
+        try:
+            await consumer.start()
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            while True:
+                for records in (await consumer.getmany(timeout_ms=POLL_MS)).values():
+                    for record in records:
+                        if record.key == key:
+                            offer(record.value, record.offset)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("reading %s failed; trying again in %.0f s", topic, RETRY_S, exc_info=True)
+        finally:
+            await consumer.stop()
+        await asyncio.sleep(RETRY_S)
 
 
 class PolicySwitch:
@@ -110,19 +125,9 @@ class PolicySwitch:
         self.worker = str(churn.app.conf.canonical_url)
 
     async def run(self) -> None:
-        """A task of the faust app: make the topics (compacted, one partition), then follow."""
-        from worker.tools.kafka_io import create_topics
-
-        s, auth = self.churn.settings, self.churn.auth
-        while True:
-            try:
-                await create_topics(s.kafka_bootstrap or "", [policy_topic(s.app_id), status_topic(s.app_id)], 1,
-                                    s.topic_replication, options=auth.options, configs=COMPACTED)
-                break
-            except Exception:
-                log.warning("cannot create the policy topics yet; trying again in %.0f s", RETRY_S, exc_info=True)
-                await asyncio.sleep(RETRY_S)
-        await self.live.follow(s.kafka_bootstrap or "", policy_topic(s.app_id), auth.options)
+        """A task of the faust app: follow the policy topic."""
+        s = self.churn.settings
+        await follow_topic(s, self.churn.auth, policy_topic(s.app_id), status_topic(s.app_id), KEY, self.live.offer)
 
     async def apply(self) -> None:
         """At a batch boundary (before a batch, or a timer tick): a new version takes over."""

@@ -82,6 +82,18 @@ class Metrics:
         self._prime()
 
     def _model_metrics(self, r: CollectorRegistry) -> None:
+        self.model_refused = Counter("churn_model_refused_total", "Records of the model topic this worker could "
+                                     "not apply (a directory that fails the artifact checks)", registry=r)
+        self.shadow_info = Gauge("churn_shadow_model_info", "Model scoring in shadow (no triggers)", ["version"],
+                                 registry=r)
+        self.shadow_difference = Histogram("churn_shadow_score_difference",
+                                           "|shadow score - active score| on the same rows", ["shadow_version"],
+                                           buckets=SCORE_BUCKETS, registry=r)
+        self.shadow_differ = Counter("churn_shadow_decisions_differ_total", "Scored rows where the shadow and the "
+                                     "active model fall on different sides of a risk threshold", ["shadow_version"],
+                                     registry=r)
+        self.shadow_scored = Counter("churn_shadow_scored_total", "Rows the shadow model scored", ["shadow_version"],
+                                     registry=r)
         self.model_info = Gauge("churn_model_info", "Model being served, and its label: churned = no `churn_on` "
                                 "within `horizon_days`", ["version", "kind", "churn_on", "horizon_days"], registry=r)
         self.expected_churn = Gauge("churn_model_expected_churn_rate",

@@ -1,0 +1,87 @@
+"""`churn-worker model shadow DIR | promote | rollback | show`: the model topic from outside
+(worker.shell.live_model). Each command reads the latest record, checks what it can, and
+writes the next one; every worker applies it at its next batch, without restart.
+
+    shadow DIR   DIR scores beside the active model (checked here with the worker's own
+                 artifact checks: a directory that fails them is refused, naming why)
+    promote      the shadow model becomes the active one; the active one is kept as previous
+    rollback     the previous model becomes the active one again
+    show         the record in force and what each worker runs
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from worker.config import Settings
+from worker.errors import ConfigError
+from worker.harness.conditions import read_to_end
+from worker.kafka_security import kafka_auth
+from worker.model.artifact import load_artifact
+from worker.shell.live_model import COMPACTED, KEY, model_status_topic, model_topic
+from worker.tools.kafka_io import create_topics
+
+
+async def current(settings: Settings) -> dict[str, Any]:
+    """The latest record, or what the workers run without one (their CHURN_MODEL_DIR)."""
+    records = await read_to_end(settings.kafka_bootstrap or "", model_topic(settings.app_id),
+                                options=kafka_auth(settings).options)
+    for record in reversed(records):
+        if record.key == KEY:
+            try:
+                return dict(json.loads(record.value))
+            except (TypeError, ValueError):
+                continue
+    return {"active": str(settings.model_dir), "previous": None, "shadow": None}
+
+
+def next_record(action: str, now: dict[str, Any], directory: Path | None) -> dict[str, Any]:
+    if action == "shadow":
+        assert directory is not None
+        load_artifact(directory)  # the worker's own checks: a ModelError names what is wrong
+        return {**now, "shadow": str(directory)}
+    if action == "promote":
+        if not now.get("shadow"):
+            raise ConfigError("model promote: no model is in shadow (`churn-worker model shadow DIR` first)")
+        return {"active": now["shadow"], "previous": now["active"], "shadow": None}
+    if not now.get("previous"):
+        raise ConfigError("model rollback: no previous model to roll back to")
+    return {"active": now["previous"], "previous": now["active"], "shadow": None}
+
+
+async def change(settings: Settings, action: str, directory: Path | None = None) -> str:
+    record = next_record(action, await current(settings), directory)
+    auth, bootstrap = kafka_auth(settings), settings.kafka_bootstrap or ""
+    topic = model_topic(settings.app_id)
+    await create_topics(bootstrap, [topic, model_status_topic(settings.app_id)], 1, settings.topic_replication,
+                        options=auth.options, configs=COMPACTED)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **auth.options)
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(topic, json.dumps(record).encode(), key=KEY)
+    finally:
+        await producer.stop()
+    return f"model {action}: active {record['active']}, shadow {record['shadow']} ({topic} offset {meta.offset})"
+
+
+async def show(settings: Settings) -> str:
+    now = await current(settings)
+    lines = [f"{model_topic(settings.app_id)}: active {now['active']}, shadow {now.get('shadow')}, "
+             f"previous {now.get('previous')}"]
+    options = kafka_auth(settings).options
+    statuses = {}
+    for record in await read_to_end(settings.kafka_bootstrap or "", model_status_topic(settings.app_id),
+                                    options=options):
+        try:
+            statuses[record.key] = json.loads(record.value)
+        except (TypeError, ValueError):
+            continue
+    for s in sorted(statuses.values(), key=lambda s: str(s.get("worker"))):
+        refused = f"; last refused: {s['refused']}" if s.get("refused") else ""
+        lines.append(f"  {s.get('worker')}: active {s.get('active')}, shadow {s.get('shadow')} "
+                     f"(reported {time.time() - float(s.get('at', 0)):.0f} s ago){refused}")
+    return "\n".join(lines if statuses else [*lines, "  no worker has reported yet"])
