@@ -190,6 +190,13 @@ def test_metrics_count_what_happened(stream):
     # recovered: nothing left to read from the changelog, for its own partitions or standbys
     assert s[("churn_table_recovery_remaining_records", ("kind", "active"))] == 0
     assert stream["worker"].get("/health")[0] == 200  # read to the end: not stalled
+    kinds = ("follow_up", "win_back", "service_recovery")
+    triggers = [json.loads(r.value) for kind in kinds for r in stream["out"][kind]]
+    buyers = [t for t in triggers if t.get("expected_purchases_90d") is not None]
+    assert buyers and all(0 <= t["p_alive"] <= 1 and t["predicted_clv"] >= 0 for t in buyers)
+    served = json.loads(stream["worker"].get(f"/customers/{buyers[0]['customer_id']}")[1])
+    assert served["p_alive"] is not None and served["next_order_expected_at"] is None or \
+        served["next_order_expected_at"].endswith("Z")
     ready = json.loads(stream["worker"].get("/ready")[1])
     assert ready["model_label"] == {"churn_on": "activity", "horizon_days": 30.0}
 

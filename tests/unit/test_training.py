@@ -97,7 +97,8 @@ def test_evaluate_writes_the_stable_json_keys_and_a_report(tmp_path):
     for key in ("roc_auc", "pr_auc", "brier", "log_loss", "n_customers", "churn_rate", "lift_top10",
                 "capture_top20"):
         assert key in figures
-    assert set(figures["baselines"]) == {"recency", "recency_calibrated", "frequency"}
+    assert set(figures["baselines"]) == {"recency", "recency_calibrated", "frequency", "bgnbd"}
+    assert {"roc_auc", "brier"} <= figures["baselines"]["bgnbd"].keys()
     assert 0.5 < figures["roc_auc"] <= 1 and figures["horizon_days"] == 60
     page = report.read_text()
     assert page.count("<svg") == 3 and "What each threshold would flag" in page

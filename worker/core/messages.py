@@ -30,7 +30,7 @@ def rhythm(state: CustomerState) -> str:
 def build_trigger(decision: Fire, *, customer_id: str, state: CustomerState,
                   score: float, row: list[float], reasons: list[dict], now: float,
                   emitted_at: float, policy: Policy,
-                  model_version: str) -> dict[str, Any]:
+                  model_version: str, value: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "schema_version": TRIGGER_SCHEMA_VERSION,
         "trigger_id": decision.trigger_id,
@@ -49,6 +49,7 @@ def build_trigger(decision: Fire, *, customer_id: str, state: CustomerState,
         "state": {name: round(float(v), 4) for name, v in zip(FEATURE_NAMES, row)},
         "event_time": format_time(now),
         "emitted_at": format_time(emitted_at),
+        **(value or {}),  # p_alive, expected purchases, predicted CLV, next order (worker.core.value)
         **({"held_out": True} if decision.held_out else {}),
     }
 

@@ -40,6 +40,7 @@ from worker.core.triggers import (
     earliest_possible_deadline,
     pending_deadline,
 )
+from worker.core.value import customer_value
 
 MAX_CATCH_UP = 64  # deadlines one event can close: 3 + open tickets (at most MAX_TICKETS)
 
@@ -350,10 +351,12 @@ def _build(fired: list[tuple[_Point, np.ndarray, float, Fire]], ctx: Context, re
         return
     rows = np.array([row for _, row, _, _ in fired])  # the scored rows of the points that fire
     reasons = ctx.model.explain(rows)
+    value = getattr(ctx.model, "value_params", None)  # the card's value model, if it has one
     for (p, row, score, decision), why in zip(fired, reasons):
         result.triggers.append(build_trigger(
             decision, customer_id=p.customer_id, state=p.state, score=score,
             row=row.tolist(), reasons=why, now=p.now,
             emitted_at=ctx.emitted_at,
             policy=ctx.policy, model_version=ctx.model.version,
+            value=customer_value(value, p.state, p.now),
         ))

@@ -12,6 +12,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,14 @@ class ModelArtifact:
         """What the model predicts: churned = no `churn_on` within `horizon_days` (the card's)."""
         training = self.card.get("training", {})
         return {"churn_on": str(training.get("churn_on", "unknown")), "horizon_days": training.get("horizon_days")}
+
+    @cached_property
+    def value_params(self) -> Any:
+        """The card's value model (worker.core.value.ValueParams), or None."""
+        from worker.core.value import ValueParams
+
+        data = self.card.get("value_model")
+        return ValueParams.from_dict(data) if data else None
 
     @property
     def expected_churn_rate(self) -> float | None:

@@ -24,6 +24,7 @@ from worker.core.codec import decode_state
 from worker.core.features import FEATURE_NAMES, features
 from worker.core.partitioner import partition_of
 from worker.core.triggers import pending_deadline
+from worker.core.value import customer_value
 from worker.errors import ConfigError
 from worker.shell.metrics import set_recovery
 
@@ -149,4 +150,5 @@ def describe(churn: ChurnApp, customer_id: str) -> dict[str, Any]:
             "next_deadline": pending_deadline(churn.policy, state),
             # counted in, not yet in the counts above: later than the event-time watermark
             "events_waiting": len(state.pending),
+            **customer_value(churn.artifact.value_params, state, now),
             "features": dict(zip(FEATURE_NAMES, row))}

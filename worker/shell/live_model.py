@@ -56,6 +56,10 @@ class Shadowed:
     def version(self) -> str:
         return self.active.version
 
+    @property
+    def value_params(self) -> Any:
+        return self.active.value_params
+
     def score(self, rows: np.ndarray) -> np.ndarray:
         scores = self.active.score(rows)
         if self.shadow is not None and len(rows):

@@ -13,9 +13,10 @@ import platform
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -36,6 +37,7 @@ class Snapshots:
     y: np.ndarray
     cutoff_index: np.ndarray  # which cutoff each row belongs to
     cutoffs: list[float]
+    customers: list[str] = field(default_factory=list)  # whose each row is
 
 
 def qualifies(event: Event, churn_on: str) -> bool:
@@ -66,6 +68,7 @@ def build_snapshots(events: Iterable[Event], cutoffs: Sequence[float], horizon_s
         y=np.array(labels, dtype=int),
         cutoff_index=np.array([k for _, k, _ in rows], dtype=int),
         cutoffs=list(cutoffs),
+        customers=[cid for cid, _, _ in rows],
     )
 
 
@@ -123,7 +126,7 @@ def train_out_of_time(snaps: Snapshots, C: float = 1.0) -> tuple[Pipeline, dict]
 
 
 def write_artifact(out_dir: Path, model: Pipeline, *, version: str, snaps: Snapshots,
-                   horizon_s: float, churn_on: str, metrics: dict, source: str) -> None:
+                   horizon_s: float, churn_on: str, metrics: dict, source: str, value: Any = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, out_dir / MODEL_FILE)
     card = {
@@ -144,6 +147,8 @@ def write_artifact(out_dir: Path, model: Pipeline, *, version: str, snaps: Snaps
         },
         "metrics": {"out_of_time_test": metrics},
     }
+    if value is not None:  # BG/NBD and Gamma-Gamma (worker.core.value), fitted on the purchase history
+        card["value_model"] = value.as_dict()
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
 
 
@@ -199,8 +204,10 @@ def train_command(args) -> int:
     snaps = build_snapshots(events, cutoffs, horizon, args.churn_on)
     model, metrics = train_out_of_time(snaps, args.C)
     version = args.version or args.out.name
+    from worker.tools.value_fit import fit_value
+    value = fit_value(events, events[-1].occurred_at)  # the value model, on all of the history trained on
     write_artifact(args.out, model, version=version, snaps=snaps, horizon_s=horizon,
-                   churn_on=args.churn_on, metrics=metrics, source=source)
+                   churn_on=args.churn_on, metrics=metrics, source=source, value=value)
     base = metrics["baselines"]
     print(f"trained {version}: {len(events)} events, {len(snaps.y)} snapshots at {len(cutoffs)} cutoffs, "
           f"{time.monotonic() - started:.1f} s")
@@ -210,6 +217,33 @@ def train_command(args) -> int:
           f"{base['recency_calibrated']['brier']:.4f})")
     print(f"wrote {args.out}")
     return 0
+
+
+def bgnbd_baseline(events: Sequence[Event], cutoff: float, horizon_s: float, snaps: Snapshots) -> dict | None:
+    """BG/NBD fitted on the purchases before the cutoff; churn = no purchase expected: its
+    probability 1 - P(alive) x P(a purchase within the horizon | alive), per customer."""
+    from worker.core.value import expected_purchases, p_alive
+    from worker.tools.evaluation import probability_metrics
+    from worker.tools.value_fit import fit_value
+
+    params = fit_value(events, cutoff)
+    if params is None:
+        return None
+    buys: dict[str, list[float]] = defaultdict(list)
+    for e in events:
+        if e.type == "purchase" and e.occurred_at < cutoff:
+            buys[e.customer_id].append(e.occurred_at)
+    score = []
+    for cid in snaps.customers:
+        times = sorted(buys.get(cid, ()))
+        if not times:
+            score.append(1.0)  # never bought: BG/NBD expects nothing of them
+            continue
+        x, t_x, T = len(times) - 1, (times[-1] - times[0]) / DAY, (cutoff - times[0]) / DAY
+        alive = p_alive(params, x, t_x, T)
+        expected = expected_purchases(params, horizon_s / DAY, x, t_x, T)
+        score.append(1.0 - alive * (1.0 - float(np.exp(-expected / max(alive, 1e-9)))))
+    return {k: round(v, 4) for k, v in probability_metrics(snaps.y, np.array(score)).items()}
 
 
 def evaluate_command(args) -> int:
@@ -235,6 +269,9 @@ def evaluate_command(args) -> int:
               f"{format_time(trained_until)}: in-sample figures (train with --train-until)")
     summary = {"model_version": artifact.version, "cutoff": format_time(cutoff), "in_sample": in_sample,
                "horizon_days": horizon / DAY, "churn_on": churn_on, **evaluate(snaps.X, snaps.y, p)}
+    bgnbd = bgnbd_baseline(events, cutoff, horizon, snaps)
+    if bgnbd is not None:
+        summary["baselines"]["bgnbd"] = bgnbd
     print(json.dumps({k: v for k, v in summary.items() if k != "baselines"}))
     print("baselines: " + json.dumps(summary["baselines"]))
     if args.json:
