@@ -37,3 +37,15 @@ def topic_env(prefix: str) -> dict[str, str]:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+async def write_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+    """One record written past the CLI's checks, as another tool might."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()

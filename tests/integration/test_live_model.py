@@ -12,14 +12,13 @@ import sys
 
 import joblib
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from worker.harness.conditions import read_to_end
 from worker.harness.process import WorkerProcess, wait_until
 from worker.model import shipped_model_dir
 from worker.tools.kafka_io import create_topics, produce
 
-from .conftest import ROOT, run, topic_env
+from .conftest import ROOT, run, topic_env, write_raw
 from .test_live_policy import bad_ratings
 
 pytestmark = pytest.mark.integration
@@ -84,7 +83,7 @@ def test_shadow_promote_and_rollback_on_a_running_worker(broker, tmp_path):
 
         refused = model_cli(admin, "shadow", str(tmp_path / "no-such-model"))
         assert refused.returncode == 2 and "ModelError" in refused.stderr
-        run(write_raw(broker.bootstrap, f"{env['CHURN_APP_ID']}-model",
+        run(write_raw(broker.bootstrap, f"{env['CHURN_APP_ID']}-model", b"model",
                       json.dumps({"active": str(tmp_path / "no-such-model"), "shadow": None}).encode()))
         wait_until(lambda: worker.metrics()[("churn_model_refused_total",)] == 1, "the bad record refused")
         assert ready()["model_version"] == "churn-v1" and "no-such-model" in ready()["model_refused"]
@@ -95,11 +94,3 @@ def test_shadow_promote_and_rollback_on_a_running_worker(broker, tmp_path):
     finally:
         worker.stop()
 
-
-async def write_raw(bootstrap: str, topic: str, value: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=b"model")
-    finally:
-        await producer.stop()

@@ -10,13 +10,12 @@ import subprocess
 import sys
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from worker.harness.conditions import read_to_end
 from worker.harness.process import WorkerProcess, wait_until
 from worker.tools.kafka_io import create_topics, produce
 
-from .conftest import ROOT, run, topic_env
+from .conftest import ROOT, run, topic_env, write_raw
 
 pytestmark = pytest.mark.integration
 DEFAULT = (ROOT / "worker" / "default_policy.toml").read_text()
@@ -78,7 +77,7 @@ def test_publish_switches_a_running_worker_and_a_bad_policy_is_refused(broker, t
         refused = cli(admin, "publish", str(broken))
         assert refused.returncode == 2 and "support.sla_hours" in refused.stderr
 
-        run(write_raw(broker.bootstrap, f"{app_id}-policy", b"version = \"2026.12-other-tool\"\n[risk]\n"))
+        run(write_raw(broker.bootstrap, f"{app_id}-policy", b"policy", b"version = \"2026.12-other-tool\"\n[risk]\n"))
         wait_until(lambda: worker.metrics()[("churn_policy_refused_total",)] == 1, "the worker to refuse the record")
         ready = json.loads(worker.get("/ready")[1])
         assert ready["policy_version"] == NEW and "invalid policy" in ready["policy_refused"]
@@ -92,12 +91,3 @@ def test_publish_switches_a_running_worker_and_a_bad_policy_is_refused(broker, t
     finally:
         worker.stop()
 
-
-async def write_raw(bootstrap: str, topic: str, value: bytes) -> None:
-    """A policy record written by some other tool, past `publish`'s checks."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=b"policy")
-    finally:
-        await producer.stop()
