@@ -374,9 +374,9 @@ def test_a_producers_copy_within_the_lateness_bound_is_caught_however_many_event
 
 
 def test_a_forwarded_copy_is_not_judged_late_again(ctx):
-    """Lateness is judged where an event first arrives (the forwarder dead-letters a late one
-    instead of forwarding it). Its copy may reach its customer's worker behind that worker's
-    watermark (forwarded before a crash, read back after the restart): it is applied."""
+    """Lateness is judged where an event first arrives (the forwarder marks a late one). A copy
+    not marked may reach its customer's worker behind that worker's watermark (forwarded
+    before a crash, read back after the restart): it is applied."""
     t = at(30)
     live = replace(ctx, watermark=t, arrived_at=t)
     old = login(at(20), "fw")
@@ -454,3 +454,17 @@ def test_a_resends_copy_forwarded_again_after_its_id_is_let_go_counts_once(ctx):
     assert moved.states["rs"].logins == 2 and event_key(original.event_id) not in moved.states["rs"].recent_ids
     again = process([copy], moved.states, later)
     assert again.outcomes == Counter({("login", "duplicate"): 1}) and again.states["rs"].logins == 2
+
+
+def test_a_copy_found_late_where_it_arrived_is_a_duplicate_if_the_state_knows_it_else_late(ctx):
+    """The forwarder marks a late copy rather than dead-letter it: a resend of an event the
+    customer's state already holds is counted as a duplicate, as its keyed twin is; an
+    unknown one is late, whatever the receiver's own watermark."""
+    behind = replace(ctx, watermark=at(21), arrived_at=at(21))  # e.g. a receiver restarted just now
+    old = login(at(20), "fw")
+    known = process([Item("fw", old, source=5, offset=1)], {}, replace(ctx, watermark=at(20), arrived_at=at(20)))
+    resend = Item("fw", old, source=6, offset=9, forwarded=True, late=True)
+    again = process([resend], known.states, behind)
+    assert again.outcomes == Counter({("login", "duplicate"): 1}) and not again.late
+    fresh = process([resend._replace(event=login(at(19), "fw2"), customer_id="fw2")], {}, behind)
+    assert fresh.outcomes == Counter({("login", "late"): 1}) and len(fresh.late) == 1

@@ -40,6 +40,7 @@ TICK = b"tick"
 MARK = b"mark"
 KIND_HEADER = "churn.kind"
 ORIGIN_HEADER = "churn.origin"  # topic, partition, offset of a forwarded event's original record
+LATE_HEADER = "churn.late"  # on a forwarded copy: late against the watermark where it was first read
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def admit(msg: Any, rules: Rules, wall: float) -> Item | InvalidEvent | Forward 
     if msg.key != key or msg.partition != partition_of(key, rules.partitions):
         return Forward(key, parsed.type, parsed.occurred_at)
     source, offset, forwarded = _origin(msg, rules)
-    return Item(parsed.customer_id, parsed, ref=msg, source=source, offset=offset, forwarded=forwarded)
+    late = forwarded and header(msg, LATE_HEADER) == b"1"
+    return Item(parsed.customer_id, parsed, ref=msg, source=source, offset=offset, forwarded=forwarded, late=late)
 
 
 def origin_header(msg: Any) -> tuple[str, bytes]:

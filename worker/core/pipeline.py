@@ -56,7 +56,8 @@ class Item(NamedTuple):
     ref: Any = None  # the app's handle on the source message (for dead letters)
     source: int = 0
     offset: int = -1  # -1: no record (replays, training): only event ids de-duplicate
-    forwarded: bool = False  # a copy through the repartition topic: judged late where it arrived first
+    forwarded: bool = False  # a copy through the repartition topic: judged late where it arrived first,
+    late: bool = False       # ... and found late there (applied here only as a duplicate check)
 
 
 @dataclass
@@ -243,7 +244,7 @@ def _advance(item: Item, state: CustomerState, ctx: Context, result: Result, bef
         # forwarded again after a crash is known by its offset once the id is let go
         result.outcomes[(event.type, "duplicate")] += 1
         return with_applied(state, applied=applied) if applied is not state.applied else state
-    if event.occurred_at < ctx.late_before and not item.forwarded:
+    if item.late if item.forwarded else event.occurred_at < ctx.late_before:
         result.outcomes[(event.type, "late")] += 1
         result.late.append(item)
         return state

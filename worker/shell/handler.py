@@ -18,7 +18,16 @@ import time
 from typing import Any
 
 from worker.config import Settings
-from worker.core.admission import ORIGIN_HEADER, Forward, Mark, Rules, admit, header, origin_header
+from worker.core.admission import (
+    LATE_HEADER,
+    ORIGIN_HEADER,
+    Forward,
+    Mark,
+    Rules,
+    admit,
+    header,
+    origin_header,
+)
 from worker.core.codec import decode_state
 from worker.core.events import InvalidEvent
 from worker.core.messages import dead_letter_headers, encode, erased_record
@@ -69,7 +78,7 @@ class BatchHandler:
         """The batch's inputs for the pipeline, and what to send instead of the others."""
         items: list[Item] = []
         outbox: list[Outgoing] = []
-        rules, events, silence = self.rules, self.metrics.events, self.silence
+        rules, silence = self.rules, self.silence
         repartition, held = self.settings.repartition_topic, silence.held
         for msg in batch:
             silence.read(msg.topic, msg.partition, msg.offset)
@@ -87,17 +96,16 @@ class BatchHandler:
                 items.append(admitted)
             elif isinstance(admitted, Mark):
                 silence.marked(msg.partition, *admitted)
-            elif isinstance(admitted, Forward) and admitted.occurred_at < late_before:
-                # late where it arrived: judged here, against this batch's watermark, since its
-                # copy may reach its customer's worker behind another watermark (after a restart)
-                events.labels(admitted.event_type, "late").inc()
-                outbox.append(self.dead_letter(late(msg, admitted.key.decode(), self.settings.lateness_s), msg))
             elif isinstance(admitted, Forward):
                 self.metrics.repartitioned.labels(admitted.event_type).inc()
-                silence.saw(msg.topic, msg.partition, admitted.occurred_at)  # read there: the marks say so
                 name, origin = origin_header(msg)
-                silence.forwarded(admitted.key, origin, admitted.occurred_at)
-                outbox.append(Outgoing(repartition, admitted.key, msg.value, [(name, origin)]))
+                headers = [(name, origin)]
+                if admitted.occurred_at < late_before:  # late here (see late_forward)
+                    headers.append((LATE_HEADER, b"1"))
+                else:
+                    silence.saw(msg.topic, msg.partition, admitted.occurred_at)  # read there: the marks say so
+                    silence.forwarded(admitted.key, origin, admitted.occurred_at)
+                outbox.append(Outgoing(repartition, admitted.key, msg.value, headers))
             else:
                 outbox.append(self.dead_letter(admitted, msg))
         return items, outbox
@@ -183,7 +191,25 @@ class BatchHandler:
             self.metrics.events.labels("unknown", "dead_lettered").inc()
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset, bad.reason, bad.detail)
         return Outgoing(self.settings.dead_letter_topic, msg.key, bad.raw or msg.value or b"",
-                        dead_letter_headers(bad, msg.topic, msg.partition, msg.offset))
+                        dead_letter_headers(bad, *source_of(msg)))
+
+
+# late_forward: an event that must be forwarded is judged late where it arrived, against
+# that batch's watermark, since its copy may reach its customer's worker behind another
+# watermark (after a restart). It goes on, marked late: there the customer's state tells a
+# redelivered duplicate (counted as one, as its keyed twin would be) from a late event
+# (dead-lettered, naming its original record).
+
+
+def source_of(msg: Any) -> tuple[str, int, int]:
+    """Where a message was first read: a forwarded copy names its original record."""
+    if (raw := header(msg, ORIGIN_HEADER)) is not None:
+        try:
+            partition, offset, topic = raw.decode().split(":", 2)
+            return topic, int(partition), int(offset)
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return msg.topic, msg.partition, msg.offset
 
 
 def admission_rules(s: Settings) -> Rules:
