@@ -130,6 +130,8 @@ def _model_commands(sub: Any) -> None:
                        "so a later cutoff stays unseen for `evaluate`")
     train.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
     train.add_argument("--version", default=None, help="default: the --out directory name")
+    train.add_argument("--policy", type=Path, default=None, help="convert amounts to its [currency] base, "
+                       "as the worker does")
     _generator_args(train, customers=4000, days=240)
     train.set_defaults(func=cmd_train)
 
@@ -142,6 +144,7 @@ def _model_commands(sub: Any) -> None:
                     help="default: the model's training label")
     ev.add_argument("--json", type=Path, default=None)
     ev.add_argument("--report", type=Path, default=None, help="self-contained HTML with curves and thresholds")
+    ev.add_argument("--policy", type=Path, default=None, help="convert amounts to its [currency] base")
     ev.set_defaults(func=cmd_evaluate)
 
     up = sub.add_parser("uplift", help="churn of treated against held-out customers after their triggers")

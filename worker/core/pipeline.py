@@ -72,6 +72,7 @@ class Result:
     late: list[Item] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     waiting: int = 0  # change in the number of events waiting for the watermark
+    unconverted: Counter = field(default_factory=Counter)  # purchases in a currency without a rate
     erased: list[tuple[str, Event]] = field(default_factory=list)  # (customer id, its erasure), in order
 
 
@@ -204,6 +205,7 @@ def merge(into: Result, other: Result) -> None:
     into.scores += other.scores
     into.waiting += other.waiting
     into.erased += other.erased
+    into.unconverted.update(other.unconverted)
     for counts, more in ((into.holdouts, other.holdouts), (into.quiet, other.quiet),
                          (into.suppressed, other.suppressed), (into.outcomes, other.outcomes)):
         counts.update(more)
@@ -249,12 +251,26 @@ def _advance(item: Item, state: CustomerState, ctx: Context, result: Result, bef
         result.late.append(item)
         return state
     result.outcomes[(event.type, "applied")] += 1
+    if event.type == "purchase" and ctx.policy.currency is not None:
+        event = in_base_currency(event, ctx.policy, result)
     if event.occurred_at > ctx.release_at:  # counted in now (id, offset), folded once the watermark passes it
         return hold(state, event, applied)
     # silence that ended before this event still counts, decided at its own deadline
     state = yield from _catch_up(item.customer_id, state, event.occurred_at, ctx)
     ids = remember(state.recent_ids, key, event.occurred_at, ctx.late_before)
     return (yield from _decide_event(item.customer_id, fold(state, event, ids, applied), event, ctx))
+
+
+def in_base_currency(event: Event, policy: Policy, result: Result | None = None) -> Event:
+    """A purchase with its amount in the policy's base currency (0 without a rate: the order
+    counts, its value does not; counted by currency in `result`)."""
+    assert policy.currency is not None
+    amount = policy.currency.convert(event.amount, event.currency)
+    if amount is None:
+        if result is not None:
+            result.unconverted[event.currency or ""] += 1
+        amount = 0.0
+    return event._replace(amount=amount, currency=policy.currency.base)
 
 
 def erase(customer_id: str, state: CustomerState, event: Event, result: Result) -> CustomerState:

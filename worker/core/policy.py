@@ -107,6 +107,30 @@ class Cap(BaseModel):
         return self
 
 
+class Currency(BaseModel):
+    """Monetary features in one currency: an order in `base` counts as it is, one in a
+    currency of `rates` (units of `base` per unit) is converted, any other counts as an
+    order of no value (and is counted, by currency)."""
+
+    model_config = _STRICT
+    base: str = Field(pattern=r"^[A-Z]{3}$")
+    rates: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid(self) -> Currency:
+        for code, rate in self.rates.items():
+            if len(code) != 3 or not code.isupper() or not rate > 0:
+                raise ValueError(f"rates.{code}: a three-letter code and a rate above 0 expected")
+        return self
+
+    def convert(self, amount: float, currency: str | None) -> float | None:
+        """The amount in the base currency, or None when there is no rate for it."""
+        if currency == self.base:
+            return amount
+        rate = self.rates.get(currency or "")
+        return None if rate is None else amount * rate
+
+
 class QuietHours(BaseModel):
     """No trigger goes out from `start` to `end` (HH:MM, the window may wrap midnight) in
     the customer's time zone (an event's `tz`), or `timezone` for customers without one;
@@ -151,6 +175,7 @@ class Policy(BaseModel):
     treatment: dict[Segment, Treatment] = Field(default_factory=dict)
     cap: Cap | None = None
     quiet_hours: QuietHours | None = None
+    currency: Currency | None = None
 
     @model_validator(mode="after")
     def _treatment_thresholds_ordered(self) -> Policy:

@@ -82,6 +82,8 @@ class Metrics:
         self._prime()
 
     def _model_metrics(self, r: CollectorRegistry) -> None:
+        self.unconverted = Counter("churn_purchases_unconverted_total", "Purchases in a currency the policy has "
+                                   "no rate for: counted as orders of no value", ["currency"], registry=r)
         self.model_refused = Counter("churn_model_refused_total", "Records of the model topic this worker could "
                                      "not apply (a directory that fails the artifact checks)", registry=r)
         self.shadow_info = Gauge("churn_shadow_model_info", "Model scoring in shadow (no triggers)", ["version"],
@@ -140,6 +142,8 @@ class Metrics:
         """What one batch's pipeline run decided: outcomes, suppressions, scores."""
         for (etype, outcome), n in result.outcomes.items():
             self.events.labels(etype, outcome).inc(n)
+        for currency, n in result.unconverted.items():
+            self.unconverted.labels(currency).inc(n)
         for (kind, reason), n in result.suppressed.items():
             self.suppressed.labels(kind, reason).inc(n)
         for kind, n in result.holdouts.items():

@@ -184,6 +184,13 @@ def _events(args) -> tuple[list[Event], str]:
         print(f"skipped {sum(refused.values())} invalid rows: {dict(refused)}")
     if not events:
         raise ValueError("no valid events in " + ", ".join(map(str, args.events)))
+    if getattr(args, "policy", None) is not None:  # amounts in the policy's base currency, as the worker folds them
+        from worker.config import load_policy
+        from worker.core.pipeline import in_base_currency
+
+        policy = load_policy(args.policy)
+        if policy.currency is not None:
+            events = [in_base_currency(e, policy) if e.type == "purchase" else e for e in events]
     return events, ", ".join(str(p) for p in args.events)
 
 
