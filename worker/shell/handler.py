@@ -35,7 +35,7 @@ from worker.core.pipeline import Context, Item, Model, Result
 from worker.core.policy import Policy
 from worker.core.quarantine import run_batch, run_one_by_one, worker_at_fault
 from worker.errors import WorkerAtFault
-from worker.shell.metrics import Metrics, observe_many
+from worker.shell.metrics import Metrics, observe_many, record
 from worker.shell.output import ChangelogSink, Outgoing, Sink
 from worker.shell.silence import DueCheck, Silence
 from worker.shell.store import RocksView, local_store, written_offsets
@@ -133,7 +133,7 @@ class BatchHandler:
             key, partition = keys[cid]
             changes.setdefault(partition, []).append((key, value))
         await self._send_outputs(result, pending)
-        self.metrics.record(result)
+        record(self.metrics, result)
         self.silence.gauge()
         return changes
 

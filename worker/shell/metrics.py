@@ -138,21 +138,6 @@ class Metrics:
                              "before they are folded and decided (event clock, or ahead of the wall clock)",
                              registry=r)
 
-    def record(self, result: Result) -> None:
-        """What one batch's pipeline run decided: outcomes, suppressions, scores."""
-        for (etype, outcome), n in result.outcomes.items():
-            self.events.labels(etype, outcome).inc(n)
-        for currency, n in result.unconverted.items():
-            self.unconverted.labels(currency).inc(n)
-        for (kind, reason), n in result.suppressed.items():
-            self.suppressed.labels(kind, reason).inc(n)
-        for kind, n in result.holdouts.items():
-            self.holdout.labels(kind).inc(n)
-        for kind, n in result.quiet.items():
-            self.suppressed.labels(kind, "history").inc(n)
-        self.batch_size.observe(len(result.scores))
-        observe_many(self.risk.labels(self.scoring_model), result.scores)
-
     def set_lag(self, lag: dict[tuple[str, int], int | None]) -> None:
         """Lag per partition held now (None: not known yet); the series of partitions no
         longer held are removed."""
@@ -232,3 +217,19 @@ def show_model(metrics: Metrics, artifact: Any) -> None:
     if artifact.expected_churn_rate is not None:
         metrics.expected_churn.labels(artifact.version).set(artifact.expected_churn_rate)
     metrics.scoring_model = artifact.version
+
+
+def record(metrics: Metrics, result: Result) -> None:
+    """What one batch's pipeline run decided: outcomes, suppressions, scores."""
+    for (etype, outcome), n in result.outcomes.items():
+        metrics.events.labels(etype, outcome).inc(n)
+    for currency, n in result.unconverted.items():
+        metrics.unconverted.labels(currency).inc(n)
+    for (kind, reason), n in result.suppressed.items():
+        metrics.suppressed.labels(kind, reason).inc(n)
+    for kind, n in result.holdouts.items():
+        metrics.holdout.labels(kind).inc(n)
+    for kind, n in result.quiet.items():
+        metrics.suppressed.labels(kind, "history").inc(n)
+    metrics.batch_size.observe(len(result.scores))
+    observe_many(metrics.risk.labels(metrics.scoring_model), result.scores)
