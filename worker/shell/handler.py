@@ -90,7 +90,8 @@ class BatchHandler:
                 admitted = Forward(admitted.customer_id.encode(), admitted.event.type, admitted.event.occurred_at)
             if isinstance(admitted, Item):
                 if admitted.event is not None:
-                    silence.saw(msg.topic, msg.partition, admitted.event.occurred_at)
+                    if not admitted.late:  # late where it was first read: it moves no clock here
+                        silence.saw(msg.topic, msg.partition, admitted.event.occurred_at)
                     if msg.topic == repartition and (origin := header(msg, ORIGIN_HEADER)) is not None:
                         silence.arrived(origin)
                 items.append(admitted)
