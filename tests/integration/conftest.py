@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from worker.harness.broker import EmbeddedBroker
+from worker.tools.kafka_io import send_one
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,11 +42,4 @@ def run(coro):
 
 async def write_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
     """One record written past the CLI's checks, as another tool might."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
+    await send_one(bootstrap, topic, key, value)

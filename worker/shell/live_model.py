@@ -32,7 +32,8 @@ import orjson
 
 from worker.errors import ModelError
 from worker.model.artifact import ModelArtifact, load_artifact
-from worker.shell.live_policy import COMPACTED, RETRY_S, follow_topic
+from worker.shell.live_policy import follow_topic
+from worker.shell.metrics import observe_many, show_model
 
 log = logging.getLogger("churn_worker")
 KEY = b"model"
@@ -70,8 +71,6 @@ class Shadowed:
         return self.active.explain(rows)
 
     def _compare(self, active: np.ndarray, shadow: np.ndarray) -> None:
-        from worker.shell.metrics import observe_many
-
         assert self.shadow is not None
         version = self.shadow.version
         observe_many(self.metrics.shadow_difference.labels(version), np.abs(shadow - active).tolist())
@@ -134,7 +133,6 @@ class ModelSwitch:
             churn.handler.model = Shadowed(active, shadow, churn.metrics, self._thresholds)
             if old.version != active.version:
                 churn.metrics.model_info.clear()
-                from worker.shell.metrics import show_model
                 show_model(churn.metrics, active)
                 log.info("model %s in force (was %s)", active.version, old.version)
             churn.metrics.shadow_info.clear()
@@ -163,5 +161,3 @@ class ModelSwitch:
         except Exception:  # informative only: never fail a batch for it
             log.warning("cannot report the model versions", exc_info=True)
 
-
-__all__ = ["COMPACTED", "RETRY_S", "ModelSwitch", "Shadowed", "model_status_topic", "model_topic"]

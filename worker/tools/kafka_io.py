@@ -73,3 +73,14 @@ def lines(path: str) -> Iterator[bytes]:
             line = line.rstrip(b"\r\n")
             if line:
                 yield line
+
+
+async def send_one(bootstrap: str, topic: str, key: bytes, value: bytes,
+                   options: dict[str, Any] | None = None) -> int:
+    """One record, acknowledged by every in-sync replica; its offset."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(options or {}))
+    await producer.start()
+    try:
+        return (await producer.send_and_wait(topic, value, key=key)).offset
+    finally:
+        await producer.stop()

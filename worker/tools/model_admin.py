@@ -11,31 +11,23 @@ writes the next one; every worker applies it at its next batch, without restart.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from worker.config import Settings
 from worker.errors import ConfigError
-from worker.harness.conditions import read_to_end
-from worker.kafka_security import kafka_auth
 from worker.model.artifact import load_artifact
-from worker.shell.live_model import COMPACTED, KEY, model_status_topic, model_topic
-from worker.tools.kafka_io import create_topics
+from worker.shell.live_model import KEY, model_status_topic, model_topic
+from worker.tools.control_topics import records, reports, write
 
 
 async def current(settings: Settings) -> dict[str, Any]:
     """The latest record, or what the workers run without one (their CHURN_MODEL_DIR)."""
-    records = await read_to_end(settings.kafka_bootstrap or "", model_topic(settings.app_id),
-                                options=kafka_auth(settings).options)
-    for record in reversed(records):
-        if record.key == KEY:
-            try:
-                return dict(json.loads(record.value))
-            except (TypeError, ValueError):
-                continue
+    for record in reversed(await records(settings, model_topic(settings.app_id), KEY)):
+        try:
+            return dict(json.loads(record.value))
+        except (TypeError, ValueError):
+            continue
     return {"active": str(settings.model_dir), "previous": None, "shadow": None}
 
 
@@ -55,33 +47,14 @@ def next_record(action: str, now: dict[str, Any], directory: Path | None) -> dic
 
 async def change(settings: Settings, action: str, directory: Path | None = None) -> str:
     record = next_record(action, await current(settings), directory)
-    auth, bootstrap = kafka_auth(settings), settings.kafka_bootstrap or ""
     topic = model_topic(settings.app_id)
-    await create_topics(bootstrap, [topic, model_status_topic(settings.app_id)], 1, settings.topic_replication,
-                        options=auth.options, configs=COMPACTED)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **auth.options)
-    await producer.start()
-    try:
-        meta = await producer.send_and_wait(topic, json.dumps(record).encode(), key=KEY)
-    finally:
-        await producer.stop()
-    return f"model {action}: active {record['active']}, shadow {record['shadow']} ({topic} offset {meta.offset})"
+    offset = await write(settings, topic, model_status_topic(settings.app_id), KEY, json.dumps(record).encode())
+    return f"model {action}: active {record['active']}, shadow {record['shadow']} ({topic} offset {offset})"
 
 
 async def show(settings: Settings) -> str:
     now = await current(settings)
-    lines = [f"{model_topic(settings.app_id)}: active {now['active']}, shadow {now.get('shadow')}, "
-             f"previous {now.get('previous')}"]
-    options = kafka_auth(settings).options
-    statuses = {}
-    for record in await read_to_end(settings.kafka_bootstrap or "", model_status_topic(settings.app_id),
-                                    options=options):
-        try:
-            statuses[record.key] = json.loads(record.value)
-        except (TypeError, ValueError):
-            continue
-    for s in sorted(statuses.values(), key=lambda s: str(s.get("worker"))):
-        refused = f"; last refused: {s['refused']}" if s.get("refused") else ""
-        lines.append(f"  {s.get('worker')}: active {s.get('active')}, shadow {s.get('shadow')} "
-                     f"(reported {time.time() - float(s.get('at', 0)):.0f} s ago){refused}")
-    return "\n".join(lines if statuses else [*lines, "  no worker has reported yet"])
+    lines = await reports(settings, model_status_topic(settings.app_id),
+                          lambda s: f"active {s.get('active')}, shadow {s.get('shadow')}")
+    return "\n".join([f"{model_topic(settings.app_id)}: active {now['active']}, shadow {now.get('shadow')}, "
+                      f"previous {now.get('previous')}", *lines])
