@@ -88,6 +88,11 @@ class WorkerProcess:
         return load_settings(**{k[len("CHURN_"):].lower(): v for k, v in self.env.items()
                                 if k.startswith("CHURN_")})
 
+    @cached_property
+    def kafka_options(self) -> dict[str, Any]:
+        """TLS and SASL options for the harness's own clients, as the worker's settings say."""
+        return kafka_auth(self.settings).options
+
     @property
     def pid(self) -> int:
         return self._started().pid
@@ -166,7 +171,7 @@ def wait_settled(workers: Sequence[WorkerProcess], total: int = 0, timeout: floa
 def _uncommitted(workers: Sequence[WorkerProcess]) -> str:
     settings = workers[0].settings
     left = asyncio.run(uncommitted(workers[0].bootstrap, settings.app_id,
-                                   [*settings.input_topics, settings.repartition_topic], kafka_auth(settings).options))
+                                   [*settings.input_topics, settings.repartition_topic], workers[0].kafka_options))
     return "; ".join(left)
 
 

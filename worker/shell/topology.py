@@ -11,6 +11,7 @@ are left to be created with the configured count.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
@@ -30,8 +31,9 @@ def checked_topics(settings: Settings) -> list[str]:
 async def check_co_partitioning(settings: Settings, timeout_s: float = 60.0) -> None:
     """Raise ConfigError when a topic exists with another partition count; a cluster that
     does not answer within `timeout_s` (retried meanwhile) also stops start-up."""
-    await kafka_auth(settings).check(settings.kafka_bootstrap or "")  # a wrong CA or password, said plainly
-    counts = await _partition_counts(settings, checked_topics(settings), timeout_s)
+    auth = kafka_auth(settings)
+    await auth.check(settings.kafka_bootstrap or "")  # a wrong CA or password, said plainly
+    counts = await _partition_counts(settings, checked_topics(settings), timeout_s, auth.options)
     wrong = {t: n for t, n in counts.items() if n != settings.topic_partitions}
     if wrong:
         found = ", ".join(f"{t} has {n}" for t, n in sorted(wrong.items()))
@@ -40,12 +42,13 @@ async def check_co_partitioning(settings: Settings, timeout_s: float = 60.0) -> 
                           "repartition the topic or set CHURN_TOPIC_PARTITIONS to match")
 
 
-async def _partition_counts(settings: Settings, topics: list[str], timeout_s: float) -> dict[str, int]:
+async def _partition_counts(settings: Settings, topics: list[str], timeout_s: float,
+                            options: dict[str, Any]) -> dict[str, int]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap or "", request_timeout_ms=10_000,
-                                **kafka_auth(settings).options)
+                                **options)
         try:
             await client.bootstrap()
             await client.fetch_all_metadata()
