@@ -8,7 +8,7 @@ import pytest
 from worker.core.value import ValueParams, customer_value, expected_purchases, log_likelihood, p_alive
 from worker.tools.value_fit import bgnbd_neg_ll, fit_bgnbd, fit_gamma_gamma, simulate_bgnbd
 
-from .conftest import DAY, at, fold, purchase
+from .conftest import at, fold, purchase
 
 # the CDNOW estimates of Fader, Hardie and Lee (2005), with alpha from weeks to days
 TRUE = ValueParams(r=0.243, alpha=4.414 * 7, a=0.793, b=2.426)
@@ -53,4 +53,3 @@ def test_a_customers_value_fields():
     assert customer_value(params, fold([]), at(10)) == dict.fromkeys(value)  # no purchase: nothing to say
     assert customer_value(None, regular, at(112)) == dict.fromkeys(value)
     assert p_alive(params, 0, 0, 30) == 1.0 and expected_purchases(params, 90, 11, 110, 112) > 0
-    assert DAY == 86400
