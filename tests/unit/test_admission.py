@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
+import orjson
+
 from worker.core.admission import KIND_HEADER, MARK, TICK, Forward, Mark, Rules, admit, mark_value, tick_value
 from worker.core.events import Event, InvalidEvent
 from worker.core.partitioner import partition_of
 from worker.core.pipeline import Item
+from worker.core.watermark import IDLE, Idle
 
 from .conftest import DAY, T0, at, encode, wire
 
@@ -94,11 +97,17 @@ def test_an_unkeyed_event_from_its_customers_own_partition_is_not_taken_for_a_re
 
 
 def test_a_watermark_mark_is_read_as_one_and_a_broken_one_is_dead_lettered():
-    marks = {("customer-events", 0): at(3), ("customer-events", 1): None}
+    marks = {("customer-events", 0): at(3), ("customer-events", 1): Idle(17, at(2)), ("customer-events", 2): IDLE}
     msg = Message(REPARTITION, 2, None, mark_value(marks, "w-1"), [(KIND_HEADER, MARK)])
     assert admit(msg, RULES, wall=at(4)) == Mark(marks, "w-1")
+    # a worker of the earlier version reads three fields a partition, null where idle
+    assert [len(m) for m in orjson.loads(msg.value)["marks"]] == [3, 3, 3]
+    older = b'{"writer": "w-0", "marks": [["customer-events", 0, 5.0], ["customer-events", 1, null]]}'
+    assert admit(msg._replace(value=older), RULES, wall=at(4)) == Mark(
+        {("customer-events", 0): 5.0, ("customer-events", 1): IDLE}, "w-0")
     for broken in (b"{", b'{"writer": "w", "marks": [["customer-events", "0", 1.0]]}', b'{"writer": "w", "marks": 3}',
-                   b'{"marks": []}', b"{}"):
+                   b'{"marks": []}', b"{}",
+                   b'{"writer": "w", "marks": [], "idle": [["customer-events", 1, "7", null]]}'):
         refused = admit(msg._replace(value=broken), RULES, wall=at(4))
         assert isinstance(refused, InvalidEvent) and refused.reason == "bad_mark", broken
     # on an input topic the header means nothing: a producer cannot move the watermark

@@ -1,7 +1,7 @@
 """worker.core.watermark: the event-time watermark over a worker's sources."""
 from __future__ import annotations
 
-from worker.core.watermark import IDLE, Watermark
+from worker.core.watermark import IDLE, Idle, Watermark, reading, to_confirm
 
 A, B, R = ("in", 0), ("in", 1), ("re", 0)
 
@@ -95,10 +95,10 @@ def test_what_a_worker_marks_is_each_partition_it_reads_newest_event_or_idle():
     w = Watermark(idle_s=5.0)
     w.reset([A, B, R], at=0.0, merged=[R], upstream=[A, B])
     w.saw(A, 100.0, at=1.0)
-    assert w.reading(2.0) == {A: 100.0}  # B has delivered nothing and is not idle: left out
-    assert w.reading(5.5) == {A: 100.0, B: IDLE}  # B silent for 5 s
-    assert w.reading(5.5, {A: 0, B: 3}.get) == {A: 100.0}  # B has records to read: not idle
-    assert w.reading(10.0) == {A: IDLE, B: IDLE}
+    assert reading(w, 2.0) == {A: 100.0}  # B has delivered nothing and is not idle: left out
+    assert reading(w, 5.5) == {A: 100.0, B: IDLE}  # B silent for 5 s
+    assert reading(w, 5.5, {A: 0, B: 3}.get) == {A: 100.0}  # B has records to read: not idle
+    assert reading(w, 10.0) == {A: Idle(None, 100.0), B: IDLE}
 
 
 def test_an_input_partition_read_here_is_held_by_others_marks_until_this_workers_own_come_back():
@@ -151,3 +151,51 @@ def test_an_event_in_flight_to_a_partition_still_held_after_a_rebalance_still_ho
     assert w.current(20.0) == 40.0
     w.arrived(b"in:0:7")
     assert w.current(20.0) == 100.0
+
+
+def test_an_idle_mark_lets_the_watermark_pass_only_while_the_broker_confirms_the_partition_empty():
+    """The stream starts after every partition went idle: the other worker's last mark says
+    B is idle at offset 0, but B has records now that it has not fetched yet. Trusting that
+    mark would carry the watermark with A's events past B's (their copies come through R
+    later): B holds it until the broker's end of B is where the mark says B's reader stands."""
+    w = Watermark(idle_s=5.0, next_offset=lambda source: None)
+    w.reset([A, R], at=0.0, merged=[R], upstream=[A, B])
+    w.confirm({})  # confirming (the event clock)
+    w.marked(R, {A: IDLE, B: Idle(0, None)})
+    w.marked(R, {A: 100.0}, own=True)
+    w.saw(A, 100.0, at=1.0)
+    assert to_confirm(w, 1.0) == {B}
+    w.confirm({B: 40})  # 40 records in B, its reader at 0
+    assert w.current(1.0) == 0.0  # nothing known of B's times: nothing passes
+    w.marked(R, {B: Idle(40, 60.0)})  # its reader read them (newest at 60) and went idle again
+    w.confirm({B: 45})  # and five more came
+    assert w.current(1.0) == 60.0  # held at the newest read there
+    w.marked(R, {B: Idle(45, 80.0)})
+    w.confirm({B: 45})
+    assert w.current(1.0) == 100.0
+
+
+def test_an_idle_source_read_here_counts_as_idle_only_at_the_end_the_broker_gives():
+    positions = {A: 10, B: 0}
+    w = Watermark(idle_s=5.0, next_offset=positions.get)
+    w.reset([A, B], at=0.0)
+    w.confirm({})
+    w.saw(A, 200.0, at=1.0)
+    w.saw(B, 100.0, at=1.0)
+    positions[B] = 3
+    assert to_confirm(w, 6.0) == {A, B}  # both silent for 5 s
+    w.confirm({A: 10, B: 5})  # B has two records its fetch has not brought yet
+    assert w.current(6.0) == 100.0  # A idle; B holds it at the newest it delivered
+    w.confirm({A: 10, B: 3})
+    assert w.current(6.0) == 200.0  # both confirmed idle: the newest delivered
+
+
+def test_idleness_is_taken_as_it_stands_where_nothing_is_confirmed():
+    """The wall clock does not confirm, and a mark of an older version carries no offset."""
+    w = Watermark(idle_s=5.0)
+    w.reset([A, R], at=0.0, merged=[R], upstream=[A, B])
+    w.marked(R, {A: 100.0, B: IDLE}, own=True)
+    w.saw(A, 100.0, at=1.0)
+    assert to_confirm(w, 1.0) == set() and w.current(1.0) == 100.0
+    w.confirm({})
+    assert w.current(1.0) == 100.0  # an older mark's IDLE (no offset) is trusted as before

@@ -26,6 +26,7 @@ for a forwarded event the origin it carries.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -35,6 +36,7 @@ from worker.core.events import LIVE_BOUNDS, InvalidEvent, parse_event
 from worker.core.partitioner import partition_of
 from worker.core.pipeline import Item
 from worker.core.state import source_code
+from worker.core.watermark import IDLE, Idle
 
 TICK = b"tick"
 MARK = b"mark"
@@ -61,10 +63,10 @@ class Forward(NamedTuple):
 
 
 class Mark(NamedTuple):
-    """Watermark marks: (input topic, partition) -> newest event time read there, or None
+    """Watermark marks: (input topic, partition) -> newest event time read there, or Idle
     where that partition is idle; `writer` names the worker and its assignment."""
 
-    marks: dict[tuple[str, int], float | None]
+    marks: dict[tuple[str, int], float | Idle]
     writer: str
 
 
@@ -120,23 +122,37 @@ def parse_tick(key: bytes | None, value: bytes | None) -> Item | None:
         return None
 
 
-def mark_value(marks: dict[tuple[str, int], float | None], writer: str) -> bytes:
-    """The value of a mark message."""
-    return orjson.dumps({"writer": writer,
-                         "marks": [[topic, partition, at] for (topic, partition), at in sorted(marks.items())]})
+def mark_value(marks: Mapping[tuple[str, int], float | Idle], writer: str) -> bytes:
+    """The value of a mark message. An idle partition is null in `marks` (all a worker of
+    an older version reads) and has its reader's offset and newest event time in `idle`."""
+    ordered = sorted(marks.items())
+    return orjson.dumps({
+        "writer": writer,
+        "marks": [[topic, partition, None if isinstance(at, Idle) else at] for (topic, partition), at in ordered],
+        "idle": [[topic, partition, at.end, at.newest] for (topic, partition), at in ordered if isinstance(at, Idle)],
+    })
 
 
 def parse_mark(value: bytes | None) -> Mark | InvalidEvent:
     try:
         body = orjson.loads(value or b"")
-        marks: dict[tuple[str, int], float | None] = {}
+        marks: dict[tuple[str, int], float | Idle] = {}
         for topic, partition, at in body["marks"]:
-            if not isinstance(topic, str) or type(partition) is not int:
-                raise ValueError(f"not a topic and partition: {topic!r}, {partition!r}")
-            marks[(topic, partition)] = None if at is None else float(at)
+            _check_partition(topic, partition)
+            marks[(topic, partition)] = IDLE if at is None else float(at)
+        for topic, partition, end, newest in body.get("idle", ()):
+            _check_partition(topic, partition)
+            if end is not None and type(end) is not int:
+                raise ValueError(f"not an offset: {end!r}")
+            marks[(topic, partition)] = Idle(end, None if newest is None else float(newest))
         return Mark(marks, str(body["writer"]))
     except (ValueError, KeyError, TypeError) as exc:
         return InvalidEvent("bad_mark", f"a watermark mark that cannot be read: {exc}"[:300], value or b"")
+
+
+def _check_partition(topic: Any, partition: Any) -> None:
+    if not isinstance(topic, str) or type(partition) is not int:
+        raise ValueError(f"not a topic and partition: {topic!r}, {partition!r}")
 
 
 def header(msg: Any, name: str) -> bytes | None:

@@ -31,6 +31,14 @@ Three things keep it honest:
   crashed, say) hold the watermark only until this worker's first mark since the
   assignment comes back from the repartition partition, or it has been read to its end:
   everything that earlier reader forwarded there lies before either.
+- Idleness is confirmed (on the event clock) before it lets the watermark pass: a source
+  that looks empty may have records its reader has not fetched yet (the stream starting
+  up after every partition went idle, or a fetch older than the batch). So an idle input
+  partition counts as idle only while the partition's end, asked of the broker after the
+  batch's records were fetched (`confirm`), is where its reader stands: its own reading
+  for a partition read here, the offset an idle mark carries for one read elsewhere.
+  Otherwise it holds the watermark at the newest event time read there (none: nothing is
+  known). A mark of an older version carries no offset and is taken as it stands.
 - It never goes back between rebalances (a source that wakes from idleness with older
   events does not undo what was decided). `reset` starts again from nothing after a
   rebalance: until each new source has delivered or gone idle, the watermark stays where
@@ -38,10 +46,23 @@ Three things keep it honest:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import NamedTuple
 
 Unread = Callable[[Hashable], "int | None"]  # records a source has left to read; None: not known
-IDLE = None  # a mark's value for an input partition that is idle where it is read
+Offset = Callable[[Hashable], "int | None"]  # the next offset this worker reads of a source; None: not known
+
+
+class Idle(NamedTuple):
+    """A mark's value for an input partition idle where it is read: the offset its reader
+    stood at there (the partition's end, as that reader saw it) and the newest event time it
+    read there; None where not known (`end` None: a mark of an older version)."""
+
+    end: int | None = None
+    newest: float | None = None
+
+
+IDLE = Idle()
 
 
 class _Source:
@@ -53,13 +74,15 @@ class _Source:
 
 
 class Watermark:
-    def __init__(self, idle_s: float) -> None:
+    def __init__(self, idle_s: float, next_offset: Offset | None = None) -> None:
         self.idle_s = idle_s
+        self.next_offset = next_offset  # where this worker reads on in each source it reads
+        self.ends: Mapping[Hashable, int] | None = None  # input partitions' ends as last asked; None: not asked
         self.sources: dict[Hashable, _Source] = {}
         # forwarded, not yet read back: origin -> (event time, the partition it was sent to)
         self.in_flight: dict[bytes, tuple[float, Hashable]] = {}
         self.upstream: tuple[Hashable, ...] = ()  # the input partitions every merged source carries marks of
-        self.marks: dict[Hashable, dict[Hashable, float | None]] = {}  # merged source -> input partition -> mark
+        self.marks: dict[Hashable, dict[Hashable, float | Idle]] = {}  # merged source -> input partition -> mark
         self.caught_up: set[Hashable] = set()  # merged sources this worker's own mark has come back from
         self.read_here: frozenset[Hashable] = frozenset()  # the input partitions of the assignment
         self.value = 0.0
@@ -87,29 +110,15 @@ class Watermark:
         if event_time > self.recovered:
             self.recovered = event_time
 
-    def marked(self, source: Hashable, marks: dict[Hashable, float | None], own: bool = False) -> None:
+    def marked(self, source: Hashable, marks: dict[Hashable, float | Idle], own: bool = False) -> None:
         """Marks read from a merged source: per input partition, the newest event time read
-        there by the worker that wrote them (IDLE: idle there). `own`: written by this
+        there by the worker that wrote them (Idle: idle there). `own`: written by this
         worker since the assignment."""
         held = self.marks.get(source)
         if held is not None:
             held.update(marks)
             if own:
                 self.caught_up.add(source)
-
-    def reading(self, at: float, unread: Unread | None = None) -> dict[Hashable, float | None]:
-        """The marks this worker writes: for each source it reads that is not a merged one,
-        the newest event time delivered, or IDLE; a source that has delivered nothing yet
-        and is not idle is left out (nothing is known about it)."""
-        out: dict[Hashable, float | None] = {}
-        for source, s in self.sources.items():
-            if source in self.marks:
-                continue
-            if not self._holds(source, s, at, unread):
-                out[source] = IDLE
-            elif s.newest is not None:
-                out[source] = s.newest
-        return out
 
     def saw(self, source: Hashable, event_time: float, at: float) -> None:
         """An event delivered by `source` (a source that delivers is one, assigned or not)."""
@@ -141,8 +150,8 @@ class Watermark:
         for source, s in self.sources.items():
             if source in self.marks:
                 continue
-            if self._holds(source, s, at, unread):  # it holds the watermark at what it delivered
-                if s.newest is None:
+            if self.holds(source, s, at, unread) or not self._empty(source, self.next_of(source)):
+                if s.newest is None:  # it holds the watermark at what it delivered
                     return self.value  # not delivered yet: nothing is known about it
                 held = s.newest if held is None or s.newest < held else held
         for merged, marks in self.marks.items():
@@ -153,10 +162,16 @@ class Watermark:
             for upstream in self.upstream:
                 if caught_up and upstream in self.read_here:
                     continue  # read here: its own source holds it
-                if upstream not in marks:
+                mark = marks.get(upstream)
+                if mark is None:
                     return self.value  # no mark yet for an input partition: nothing is known
-                mark = marks[upstream]
-                if mark is not IDLE and (held is None or mark < held):
+                if isinstance(mark, Idle):
+                    if self._empty(upstream, mark.end):
+                        continue
+                    if mark.newest is None:  # records came after its reader went idle
+                        return self.value
+                    mark = mark.newest
+                if held is None or mark < held:
                     held = mark
         flight = self.in_flight_min()
         if held is None:  # every source idle
@@ -165,7 +180,23 @@ class Watermark:
             held = flight
         return self._hold(held)
 
-    def _holds(self, source: Hashable, s: _Source, at: float, unread: Unread | None) -> bool:
+    def confirm(self, ends: Mapping[Hashable, int] | None) -> None:
+        """The input partitions' ends, asked of the broker after the records delivered so far
+        were fetched (None: idleness is taken as it stands)."""
+        self.ends = ends
+
+    def next_of(self, source: Hashable) -> int | None:
+        return self.next_offset(source) if self.next_offset is not None else None
+
+    def _empty(self, source: Hashable, reader_at: int | None) -> bool:
+        """Idle counts as idle: not asked, the reader's position not known (an older mark), or
+        the partition's end as last asked is where its reader stands."""
+        if self.ends is None or reader_at is None:
+            return True
+        end = self.ends.get(source)
+        return end is not None and end <= reader_at
+
+    def holds(self, source: Hashable, s: _Source, at: float, unread: Unread | None) -> bool:
         left = unread(source) if unread is not None else None
         if left is not None and (left > 0 or s.newest is None):
             return left > 0  # records to read: it holds; an empty partition never delivered: idle
@@ -178,3 +209,30 @@ class Watermark:
         if candidate is not None and candidate > self.value:
             self.value = candidate
         return self.value
+
+
+def reading(clock: Watermark, at: float, unread: Unread | None = None) -> dict[Hashable, float | Idle]:
+    """The marks this worker writes: for each source it reads that is not a merged one,
+    the newest event time delivered, or Idle (with where it reads on); a source that has
+    delivered nothing yet and is not idle is left out (nothing is known about it)."""
+    out: dict[Hashable, float | Idle] = {}
+    for source, s in clock.sources.items():
+        if source in clock.marks:
+            continue
+        if not clock.holds(source, s, at, unread):
+            out[source] = Idle(clock.next_of(source), s.newest)
+        elif s.newest is not None:
+            out[source] = s.newest
+    return out
+
+
+def to_confirm(clock: Watermark, at: float, unread: Unread | None = None) -> set[Hashable]:
+    """The partitions whose ends `Watermark.confirm` must bring before an idle one lets the watermark
+    pass: the idle sources read here and the input partitions of idle marks."""
+    if clock.ends is None:
+        return set()
+    out = {source for source, s in clock.sources.items()
+           if source not in clock.marks and not clock.holds(source, s, at, unread)}
+    out.update(upstream for marks in clock.marks.values() for upstream, m in marks.items()
+               if isinstance(m, Idle) and m.end is not None)
+    return out

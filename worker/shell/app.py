@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from functools import partial
 from typing import Any
 
 import faust
@@ -39,7 +40,7 @@ from worker.shell.liveness import Progress
 from worker.shell.metrics import Metrics, show_model
 from worker.shell.narrowing import handle_narrowing
 from worker.shell.output import ChangelogSink, Headers, OutputProducer, Sink
-from worker.shell.silence import Silence
+from worker.shell.silence import Silence, unread_total
 from worker.shell.topology import TABLE
 
 log = logging.getLogger("churn_worker")
@@ -73,7 +74,8 @@ class ChurnApp:
         self.send: Sink = sink or self._send_to_topic
         self.silence = Silence(settings, policy, self.metrics, self.send, ready=self.is_ready,
                                active=lambda: self.active_partitions(), highwater=self.highwater,
-                               start_offset=self.start_offset, send_mark=mark_sender(self.producer, sink))
+                               start_offset=self.start_offset, send_mark=mark_sender(self.producer, sink),
+                               end_offsets=partial(end_offsets, self.app) if sink is None else None)
         self.progress = Progress(settings.stall_s)  # for /health
         self.handler = BatchHandler(settings, artifact, policy, self.metrics, self.table, self.silence, self.send,
                                     changelog or self.producer.write_changelog)
@@ -190,7 +192,13 @@ class ChurnApp:
 
     def stalled(self) -> str:
         """Why /health fails ('' while the worker makes progress or is not ready)."""
-        return self.progress.stalled(self.is_ready(), self.silence.unread_total())
+        return self.progress.stalled(self.is_ready(), unread_total(self.silence))
+
+
+async def end_offsets(app: Any, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The partitions' ends, asked of the broker now."""
+    ends = await app.consumer.highwaters(*(TP(topic, partition) for topic, partition in partitions))
+    return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
 
 def mark_sender(producer: OutputProducer, sink: Sink | None) -> Any:

@@ -56,6 +56,7 @@ class BatchHandler:
         """One batch of faust messages (topic, partition, offset, key, value, headers, timestamp)."""
         started, wall = time.monotonic(), time.time()
         async with self.silence.marks.batch():  # the marks go out after the batch's forwards
+            await self.silence.confirm()  # the batch is fetched: idle partitions' ends as of now
             arrived_at = self.silence.watermark()  # what this batch's events are late against
             items, outbox = self._admit(batch, wall, arrived_at - self.settings.lateness_s)
             due = self.silence.due_checks()

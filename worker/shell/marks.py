@@ -21,6 +21,7 @@ from typing import Any
 from worker.config import Settings
 from worker.core.admission import KIND_HEADER, MARK, mark_value
 from worker.core.watermark import Watermark
+from worker.core.watermark import reading as clock_reading
 from worker.shell.metrics import Metrics
 from worker.shell.output import Headers
 
@@ -62,7 +63,7 @@ class MarkWriter:
         at = time.monotonic()
         if self.last is not None and at - self.sent_at < s.mark_interval_s:
             return
-        reading = self.clock.reading(at, self.unread)
+        reading = clock_reading(self.clock, at, self.unread)
         if reading == self.last:
             return
         value, headers = mark_value(reading, self.writer), [(KIND_HEADER, MARK)]  # type: ignore[arg-type]

@@ -111,6 +111,9 @@ class Metrics:
                                   registry=r)
         self.marks_sent = Counter("churn_watermark_marks_sent_total",
                                   "Watermark marks written to the repartition topic's partitions", registry=r)
+        self.idle_confirmations = Counter("churn_watermark_idle_checks_total",
+                                          "Asks of the broker for the ends of partitions that look idle, before "
+                                          "their idleness lets the event-time watermark pass", registry=r)
         self.narrowed = Counter("churn_batches_narrowed_total",
                                 "Batches that failed outside the pipeline and were run again in parts to find "
                                 "the messages that fail (those are dead-lettered as processing_failed)",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
 from worker.config import Settings
@@ -29,7 +29,7 @@ from worker.core.partitioner import partition_of
 from worker.core.pipeline import Item, next_due
 from worker.core.policy import Policy
 from worker.core.state import CustomerState
-from worker.core.watermark import Watermark
+from worker.core.watermark import Watermark, to_confirm
 from worker.shell.marks import MarkSink, MarkWriter
 from worker.shell.metrics import Metrics
 from worker.shell.output import Sink
@@ -37,6 +37,7 @@ from worker.shell.output import Sink
 log = logging.getLogger("churn_worker")
 REBUILD_YIELD_EVERY = 5000  # keys scanned between event-loop yields when rebuilding the index
 TICK_LIMIT = 10_000  # ticks one timer run sends at most
+EndOffsets = Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]]  # partitions -> their ends
 
 
 class DueCheck(NamedTuple):
@@ -51,8 +52,8 @@ class Positions:
     last fetch tells."""
 
     def __init__(self, highwater: Callable[[str, int], int | None],
-                 start_offset: Callable[[str, int], int | None]) -> None:
-        self.highwater, self.start_offset = highwater, start_offset
+                 start_offset: Callable[[str, int], int | None], end_offsets: EndOffsets | None = None) -> None:
+        self.highwater, self.start_offset, self.end_offsets = highwater, start_offset, end_offsets
         self.last_offset: dict[tuple[str, int], int] = {}  # per source, the last offset delivered
         self.ends_at_assignment: dict[tuple[str, int], int | None] = {}
 
@@ -76,6 +77,25 @@ class Positions:
         start = self.start_offset(*source)  # nothing delivered since the assignment
         return max(end - start, 0) if start is not None else (0 if end == 0 else None)
 
+    async def confirm(self, clock: Watermark, metrics: Metrics) -> None:
+        """Ask the broker for the ends of the partitions that look idle, once this worker's
+        records up to now are fetched: idleness is confirmed (worker.core.watermark). A
+        failed ask confirms nothing: those partitions hold the watermark until the next."""
+        if self.end_offsets is None or not (wanted := to_confirm(clock, time.monotonic(), self.unread)):
+            return
+        try:
+            ends = await self.end_offsets(sorted(wanted))  # type: ignore[arg-type]  # input partitions
+        except Exception as exc:
+            log.warning("partition ends not known (%r): idle partitions hold the watermark", exc)
+            ends = {}
+        clock.confirm(ends)  # type: ignore[arg-type]
+        metrics.idle_confirmations.inc()
+
+    def next_offset(self, source: Any) -> int | None:
+        """The offset this worker reads on from in a source (None: not known)."""
+        last = self.last_offset.get(source)
+        return last + 1 if last is not None else self.start_offset(*source)
+
     def read_to_end(self, source: Any) -> bool:
         """A watched source read to its end, as a fetch since the assignment reports it: the
         consumer's end of a partition it held before is the last fetch's until the next,
@@ -90,13 +110,15 @@ class Silence:
                  ready: Callable[[], bool], active: Callable[[], set[int]],
                  highwater: Callable[[str, int], int | None] = lambda topic, partition: None,
                  start_offset: Callable[[str, int], int | None] = lambda topic, partition: None,
-                 send_mark: MarkSink | None = None) -> None:
+                 send_mark: MarkSink | None = None, end_offsets: EndOffsets | None = None) -> None:
         self.settings, self.policy, self.metrics, self.send = settings, policy, metrics, send
         self.ready, self.active = ready, active
-        self.positions = Positions(highwater, start_offset)
+        self.positions = Positions(highwater, start_offset, end_offsets)
         self.read, self.unread = self.positions.read, self.positions.unread
         self.index = DeadlineIndex()
-        self.clock = Watermark(settings.idle_source_s)
+        self.clock = Watermark(settings.idle_source_s, self.positions.next_offset)
+        if end_offsets is not None and settings.clock == "event":
+            self.clock.confirm({})  # idleness confirmed by the broker before it moves event time
         self.marks = MarkWriter(settings, metrics, self.clock, send_mark, self.unread, ready)
         self.held: set[int] = set()  # the partitions of the last assignment
         self.waiting = 0  # events held in states until the watermark passes them
@@ -117,6 +139,10 @@ class Silence:
     def marked(self, partition: int, marks: dict, writer: str) -> None:
         """Marks read from a repartition partition (worker.core.watermark)."""
         self.clock.marked((self.settings.repartition_topic, partition), marks, own=writer == self.marks.writer)
+
+    async def confirm(self) -> None:
+        """The ends of the partitions that look idle, asked now (worker.core.watermark)."""
+        await self.positions.confirm(self.clock, self.metrics)
 
     def watermark(self) -> float:
         """The event-time watermark of this worker's sources (0 until they have delivered)."""
@@ -169,6 +195,7 @@ class Silence:
             self.batch_since_tick = False
             return
         started = time.monotonic()
+        await self.confirm()
         due = self.index.pop_due(self.now(), limit=TICK_LIMIT)
         topic, headers = self.settings.repartition_topic, [(KIND_HEADER, TICK)]
         sent = [await self.send(topic, key, tick_value(deadline), headers) for key, deadline in due]
@@ -218,12 +245,6 @@ class Silence:
                  "rebuilt" if recovering else "recomputed", count, len(self.index), sorted(active), policy.version)
         return count
 
-    def unread_total(self) -> int:
-        """Records left to read on the partitions held, as far as known."""
-        s = self.settings
-        return sum(u for t in (*s.input_topics, s.repartition_topic) for p in self.held
-                   if (u := self.unread((t, p))) is not None)
-
     def gauge(self) -> None:
         m = self.metrics
         m.deadlines.set(len(self.index))
@@ -233,6 +254,13 @@ class Silence:
         m.waiting.set(self.waiting)
         s = self.settings
         m.set_lag({(t, p): self.unread((t, p)) for t in (*s.input_topics, s.repartition_topic) for p in self.held})
+
+
+def unread_total(silence: Silence) -> int:
+    """Records left to read on the partitions held, as far as known."""
+    s = silence.settings
+    return sum(u for t in (*s.input_topics, s.repartition_topic) for p in silence.held
+               if (u := silence.unread((t, p))) is not None)
 
 
 def recovered(key: bytes, raw: bytes, partition: int, metrics: Metrics) -> CustomerState | None:
