@@ -86,6 +86,9 @@ def _stream_commands(sub: Any) -> None:
     gen.add_argument("--out", required=True, type=Path)
     _generator_args(gen)
     gen.add_argument("--bad-fraction", type=float, default=0.0, help="share of malformed messages")
+    gen.add_argument("--scenario", default=None, help="instead, a purchase log of a known shape for "
+                     "evaluation (worker.tools.histories: weekly, monthly, seasonal, rising-churn, irregular); "
+                     "only --seed applies")
     gen.set_defaults(func=cmd_generate)
 
     prod = sub.add_parser("produce", help="send a JSONL file to the input topic")
@@ -212,6 +215,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from worker.tools.generate import corrupt, generate
 
+    if args.scenario is not None:
+        return _generate_scenario(args)
     events = generate(args.customers, args.days, args.seed, args.start)
     messages = corrupt(events, args.bad_fraction, args.seed) if args.bad_fraction else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +228,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         count = len(messages)
     print(f"wrote {count} messages ({len(events)} events, {args.customers} customers, "
           f"{args.days} days, seed {args.seed}) to {args.out}")
+    return 0
+
+
+def _generate_scenario(args: argparse.Namespace) -> int:
+    from worker.errors import ConfigError
+    from worker.tools.generate import write_jsonl
+    from worker.tools.histories import SCENARIOS, scenario_history
+
+    if args.scenario not in SCENARIOS:
+        raise ConfigError(f"--scenario {args.scenario!r}: expected one of {', '.join(SCENARIOS)}")
+    scenario = SCENARIOS[args.scenario]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    count = write_jsonl(args.out, scenario_history(scenario, args.seed))
+    print(f"wrote {count} purchases ({args.scenario}: {scenario.customers} customers, {scenario.days} days "
+          f"from {scenario.start}, seed {args.seed}) to {args.out}")
     return 0
 
 
