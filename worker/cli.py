@@ -132,6 +132,12 @@ def _model_commands(sub: Any) -> None:
     train.add_argument("--train-until", default=None, help="ignore history from this date on, "
                        "so a later cutoff stays unseen for `evaluate`")
     train.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
+    train.add_argument("--calibration", choices=("pooled", "platt-latest"), default="pooled",
+                       help="pooled: one logistic regression over every cutoff (default); platt-latest: "
+                       "Platt scaling on the latest cutoff")
+    train.add_argument("--value-features", action=argparse.BooleanOptionalAction, default=True,
+                       help="add BG/NBD's odds of no purchase within the horizon and of dropout as features "
+                       "(default: on, where the history has enough buyers to fit the value model)")
     train.add_argument("--version", default=None, help="default: the --out directory name")
     train.add_argument("--policy", type=Path, default=None, help="convert amounts to its [currency] base, "
                        "as the worker does")
