@@ -154,6 +154,8 @@ def _model_commands(sub: Any) -> None:
     ev.add_argument("--json", type=Path, default=None)
     ev.add_argument("--report", type=Path, default=None, help="self-contained HTML with curves and thresholds")
     ev.add_argument("--policy", type=Path, default=None, help="convert amounts to its [currency] base")
+    ev.add_argument("--bootstrap", type=int, default=0, metavar="N", help="also the model minus each baseline "
+                    "(ROC AUC, Brier): a 95%% interval from N paired resamples of the customers")
     ev.set_defaults(func=cmd_evaluate)
 
     up = sub.add_parser("uplift", help="churn of treated against held-out customers after their triggers")

@@ -174,7 +174,7 @@ def test_evaluate_writes_the_stable_json_keys_and_a_report(tmp_path):
     for args in (["train", "--events", str(history), "--out", str(model), "--horizon", "60d",
                   "--train-until", parse_iso(240 - 60)],
                  ["evaluate", "--model", str(model), "--events", str(history), "--json", str(summary),
-                  "--report", str(report)]):
+                  "--report", str(report), "--bootstrap", "50"]):
         done = subprocess.run([sys.executable, "-m", "worker", *args], capture_output=True, text=True,
                               cwd=ROOT, timeout=120)
         assert done.returncode == 0, done.stderr
@@ -184,9 +184,24 @@ def test_evaluate_writes_the_stable_json_keys_and_a_report(tmp_path):
         assert key in figures
     assert set(figures["baselines"]) == {"recency", "recency_calibrated", "frequency", "bgnbd"}
     assert {"roc_auc", "brier"} <= figures["baselines"]["bgnbd"].keys()
+    assert figures["differences"]["bgnbd"].keys() == {"roc_auc", "brier"}
+    assert figures["differences"]["frequency"].keys() == {"roc_auc"}  # a ranking, not a probability
     assert 0.5 < figures["roc_auc"] <= 1 and figures["horizon_days"] == 60
     page = report.read_text()
     assert page.count("<svg") == 3 and "What each threshold would flag" in page
+
+
+def test_bootstrap_intervals_of_the_model_minus_a_baseline():
+    from worker.tools.evaluation import bootstrap_differences
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(600) < 0.3).astype(int)
+    sharp, blunt = np.where(y == 1, 0.8, 0.1), rng.random(600)  # a good model, a guess
+    gaps = bootstrap_differences(y, sharp, {"guess": blunt, "bgnbd": blunt, "itself": sharp}, 200)
+    assert gaps["guess"].keys() == {"roc_auc"} and gaps["bgnbd"].keys() == {"roc_auc", "brier"}
+    low, high = gaps["bgnbd"]["roc_auc"]
+    assert 0.3 < low < high and gaps["bgnbd"]["brier"][1] < -0.1
+    assert gaps["itself"] == {"roc_auc": [0.0, 0.0]}
 
 
 def parse_iso(day: int) -> str:

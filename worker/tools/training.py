@@ -293,11 +293,11 @@ def train_command(args) -> int:
     return 0
 
 
-def bgnbd_baseline(events: Sequence[Event], cutoff: float, horizon_s: float, snaps: Snapshots) -> dict | None:
+def bgnbd_scores(events: Sequence[Event], cutoff: float, horizon_s: float,
+                 customers: Sequence[str]) -> np.ndarray | None:
     """BG/NBD fitted on the purchases before the cutoff; churn = no purchase expected: its
     probability 1 - P(alive) x P(a purchase within the horizon | alive), per customer."""
     from worker.core.value import expected_purchases, p_alive
-    from worker.tools.evaluation import probability_metrics
     from worker.tools.value_fit import fit_value
 
     params = fit_value(events, cutoff)
@@ -308,7 +308,7 @@ def bgnbd_baseline(events: Sequence[Event], cutoff: float, horizon_s: float, sna
         if e.type == "purchase" and e.occurred_at < cutoff:
             buys[e.customer_id].append(e.occurred_at)
     score = []
-    for cid in snaps.customers:
+    for cid in customers:
         times = sorted(buys.get(cid, ()))
         if not times:
             score.append(1.0)  # never bought: BG/NBD expects nothing of them
@@ -317,19 +317,23 @@ def bgnbd_baseline(events: Sequence[Event], cutoff: float, horizon_s: float, sna
         alive = p_alive(params, x, t_x, T)
         expected = expected_purchases(params, horizon_s / DAY, x, t_x, T)
         score.append(1.0 - alive * (1.0 - float(np.exp(-expected / max(alive, 1e-9)))))
-    return {k: round(v, 4) for k, v in probability_metrics(snaps.y, np.array(score)).items()}
+    return np.array(score)
+
+
+def _horizon_and_label(args, trained: dict) -> tuple[float, str]:
+    from worker.tools.history import parse_duration
+
+    horizon = parse_duration(args.horizon) if args.horizon else trained.get("horizon_days", 90) * DAY
+    return horizon, args.churn_on or trained.get("churn_on", "purchase")
 
 
 def evaluate_command(args) -> int:
     from worker.model.artifact import load_artifact, score_batch
-    from worker.tools.evaluation import curves, evaluate, threshold_table
-    from worker.tools.history import parse_duration
-    from worker.tools.report import render
+    from worker.tools.evaluation import baseline_scores, bootstrap_differences, evaluate, probability_metrics
 
     artifact = load_artifact(args.model)
     trained = artifact.card.get("training", {})
-    horizon = parse_duration(args.horizon) if args.horizon else trained.get("horizon_days", 90) * DAY
-    churn_on = args.churn_on or trained.get("churn_on", "purchase")
+    horizon, churn_on = _horizon_and_label(args, trained)
     events, _ = _events(args)
     cutoff = parse_date(args.cutoff) if args.cutoff else (events[-1].occurred_at - horizon) // DAY * DAY
     if cutoff + horizon > events[-1].occurred_at:
@@ -343,17 +347,29 @@ def evaluate_command(args) -> int:
               f"{format_time(trained_until)}: in-sample figures (train with --train-until)")
     summary = {"model_version": artifact.version, "cutoff": format_time(cutoff), "in_sample": in_sample,
                "horizon_days": horizon / DAY, "churn_on": churn_on, **evaluate(snaps.X, snaps.y, p)}
-    bgnbd = bgnbd_baseline(events, cutoff, horizon, snaps)
+    scores = baseline_scores(snaps.X, snaps.y)
+    bgnbd = bgnbd_scores(events, cutoff, horizon, snaps.customers)
     if bgnbd is not None:
-        summary["baselines"]["bgnbd"] = bgnbd
-    print(json.dumps({k: v for k, v in summary.items() if k != "baselines"}))
+        scores["bgnbd"] = bgnbd
+        summary["baselines"]["bgnbd"] = {k: round(v, 4) for k, v in probability_metrics(snaps.y, bgnbd).items()}
+    if args.bootstrap:
+        summary["differences"] = bootstrap_differences(snaps.y, p, scores, args.bootstrap)
+    _write_evaluation(args, summary, snaps, p, artifact)
+    return 0
+
+
+def _write_evaluation(args, summary: dict, snaps: Snapshots, p: np.ndarray, artifact: Any) -> None:
+    from worker.tools.evaluation import RECENCY, curves, threshold_table
+    from worker.tools.report import render
+
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("baselines", "differences")}))
     print("baselines: " + json.dumps(summary["baselines"]))
+    if "differences" in summary:
+        print("model minus baseline, 95% interval: " + json.dumps(summary["differences"]))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     if args.report:
-        from worker.tools.evaluation import RECENCY
         page = render(summary, curves(snaps.y, p, snaps.X[:, RECENCY]), threshold_table(snaps.y, p),
-                      f"Churn model {artifact.version} at {format_time(cutoff)[:10]}", artifact.card)
+                      f"Churn model {artifact.version} at {summary['cutoff'][:10]}", artifact.card)
         args.report.write_text(page)
         print(f"wrote {args.report}")
-    return 0
