@@ -86,6 +86,9 @@ def _stream_commands(sub: Any) -> None:
     gen.add_argument("--out", required=True, type=Path)
     _generator_args(gen)
     gen.add_argument("--bad-fraction", type=float, default=0.0, help="share of malformed messages")
+    gen.add_argument("--scenario", default=None, help="instead, a purchase log of a known shape for "
+                     "evaluation (worker.tools.histories: weekly, monthly, seasonal, rising-churn, irregular); "
+                     "only --seed applies")
     gen.set_defaults(func=cmd_generate)
 
     prod = sub.add_parser("produce", help="send a JSONL file to the input topic")
@@ -129,6 +132,12 @@ def _model_commands(sub: Any) -> None:
     train.add_argument("--train-until", default=None, help="ignore history from this date on, "
                        "so a later cutoff stays unseen for `evaluate`")
     train.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
+    train.add_argument("--calibration", choices=("pooled", "platt-latest"), default="pooled",
+                       help="pooled: one logistic regression over every cutoff (default); platt-latest: "
+                       "Platt scaling on the latest cutoff")
+    train.add_argument("--value-features", action=argparse.BooleanOptionalAction, default=True,
+                       help="add BG/NBD's odds of no purchase within the horizon and of dropout as features "
+                       "(default: on, where the history has enough buyers to fit the value model)")
     train.add_argument("--version", default=None, help="default: the --out directory name")
     train.add_argument("--policy", type=Path, default=None, help="convert amounts to its [currency] base, "
                        "as the worker does")
@@ -145,6 +154,8 @@ def _model_commands(sub: Any) -> None:
     ev.add_argument("--json", type=Path, default=None)
     ev.add_argument("--report", type=Path, default=None, help="self-contained HTML with curves and thresholds")
     ev.add_argument("--policy", type=Path, default=None, help="convert amounts to its [currency] base")
+    ev.add_argument("--bootstrap", type=int, default=0, metavar="N", help="also the model minus each baseline "
+                    "(ROC AUC, Brier): a 95%% interval from N paired resamples of the customers")
     ev.set_defaults(func=cmd_evaluate)
 
     up = sub.add_parser("uplift", help="churn of treated against held-out customers after their triggers")
@@ -212,6 +223,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from worker.tools.generate import corrupt, generate
 
+    if args.scenario is not None:
+        return _generate_scenario(args)
     events = generate(args.customers, args.days, args.seed, args.start)
     messages = corrupt(events, args.bad_fraction, args.seed) if args.bad_fraction else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +236,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         count = len(messages)
     print(f"wrote {count} messages ({len(events)} events, {args.customers} customers, "
           f"{args.days} days, seed {args.seed}) to {args.out}")
+    return 0
+
+
+def _generate_scenario(args: argparse.Namespace) -> int:
+    from worker.errors import ConfigError
+    from worker.tools.generate import write_jsonl
+    from worker.tools.histories import SCENARIOS, scenario_history
+
+    if args.scenario not in SCENARIOS:
+        raise ConfigError(f"--scenario {args.scenario!r}: expected one of {', '.join(SCENARIOS)}")
+    scenario = SCENARIOS[args.scenario]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    count = write_jsonl(args.out, scenario_history(scenario, args.seed))
+    print(f"wrote {count} purchases ({args.scenario}: {scenario.customers} customers, {scenario.days} days "
+          f"from {scenario.start}, seed {args.seed}) to {args.out}")
     return 0
 
 

@@ -202,8 +202,11 @@ def test_metrics_count_what_happened(stream):
 
 
 def test_training_computes_the_same_features_as_the_running_worker(stream):
-    """No training/serving skew: snapshots built by worker.tools.training for the same events
-    equal the features the live worker reports, for customers the watermark has passed."""
+    """No training/serving skew: snapshots built by worker.tools.training for the same events,
+    with the value features the shipped model appends from its card's value model, equal the
+    features the live worker reports, for customers the watermark has passed."""
+    from worker.model import shipped_model_dir
+    from worker.model.artifact import load_artifact
     from worker.tools.training import build_snapshots
 
     worker, samples = stream["worker"], stream["samples"]
@@ -216,7 +219,7 @@ def test_training_computes_the_same_features_as_the_running_worker(stream):
     done = sorted(c for c, t in last_seen.items() if t <= watermark)[:40]
     assert len(done) >= 20
     snaps = build_snapshots([e for e in events if e.customer_id in done], [watermark], 30 * DAY)
-    trained = sorted(map(tuple, snaps.X.tolist()))
+    trained = sorted(map(tuple, load_artifact(shipped_model_dir()).model_rows(snaps.X).tolist()))
     served = sorted(tuple(json.loads(worker.get(f"/customers/{c}")[1])["features"].values()) for c in done)
     assert served == trained
 

@@ -16,6 +16,12 @@ T days before now, and an average order value m:
   the next 365 days (an estimate, RFC 3339), null when fewer than one purchase is expected.
 
 A customer with no purchase yet gets nulls: these models describe buyers.
+
+The churn model takes two of these as features (`value_features`, for a model whose card
+lists VALUE_FEATURE_NAMES): BG/NBD's odds that a customer makes no purchase within the
+model's horizon, and its odds that the customer has already dropped out. They are computed
+from the feature row itself, so every model (the active one, a shadow) applies its own
+card's parameters to the same rows, online and in training alike.
 """
 from __future__ import annotations
 
@@ -23,13 +29,22 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from scipy.special import gammaln, hyp2f1
 
 from worker.core.events import format_time
+from worker.core.features import FEATURE_NAMES
 from worker.core.state import DAY, CustomerState
 
 VALUE_FIELDS = ("p_alive", "expected_purchases_90d", "expected_purchases_365d", "expected_order_value",
                 "predicted_clv", "next_order_expected_at")
+VALUE_FEATURE_NAMES = ("bgnbd_no_purchase_odds", "bgnbd_dropout_odds")
+# odds of 9,999 to 1: "nothing expected" (a customer who never bought, one long gone); the
+# cap keeps the features finite where the probability rounds to 1
+MAX_ODDS = 9999.0
+UNFITTED_ODDS = 1.0  # a training cutoff without a value model (too little history): no opinion
+_ORDERS, _GAP, _SINCE = (FEATURE_NAMES.index(n) for n in
+                         ("orders", "mean_days_between_purchases", "days_since_last_purchase"))
 
 
 @dataclass(frozen=True)
@@ -119,3 +134,44 @@ def customer_value(params: ValueParams | None, state: CustomerState, now: float)
                predicted_clv=None if order_value is None else round(in_horizon * order_value, 2),
                next_order_expected_at=format_time(now + 365.0 / in_365 * DAY) if in_365 >= 1 else None)
     return out
+
+
+def alive_probability(params: ValueParams, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """`p_alive` for arrays of customers."""
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    with np.errstate(divide="ignore", over="ignore"):
+        log_ratio = np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) + (r + x) * np.log((alpha + T) / (alpha + t_x))
+        return np.where(x > 0, 1.0 / (1.0 + np.exp(np.minimum(log_ratio, 700.0))), 1.0)
+
+
+def no_purchase_probability(params: ValueParams, days: float, x: np.ndarray, t_x: np.ndarray,
+                            T: np.ndarray, alive: np.ndarray | None = None) -> np.ndarray:
+    """P(no purchase in the next `days`), per customer, exact under BG/NBD: a customer who has
+    left buys nothing; one still there buys nothing with probability E[exp(-rate x days)]
+    over the rate's posterior, Gamma(r + x, alpha + T). (Leaving happens only right after a
+    purchase, so it cannot happen in a window without one.)"""
+    alive = alive_probability(params, x, t_x, T) if alive is None else alive
+    return 1.0 - alive + alive * ((params.alpha + T) / (params.alpha + T + days)) ** (params.r + x)
+
+
+def _odds(p: np.ndarray) -> np.ndarray:
+    return np.minimum(p / np.maximum(1.0 - p, 1.0 / (MAX_ODDS + 1)), MAX_ODDS)
+
+
+def value_features(rows: np.ndarray, params: ValueParams | None, horizon_days: float) -> np.ndarray:
+    """The VALUE_FEATURE_NAMES columns for feature rows (worker.core.features order).
+
+    (orders, t_x, T) come from the row: t_x is the mean gap times the repeat purchases, T
+    adds the days since the last purchase (which the row caps at a year of silence). A
+    customer who never bought expects no purchase (the cap) and cannot have dropped out (0),
+    as BG/NBD has it of a customer without a repeat purchase."""
+    rows = np.asarray(rows, dtype=float).reshape(-1, len(FEATURE_NAMES))
+    if params is None:
+        return np.full((len(rows), len(VALUE_FEATURE_NAMES)), UNFITTED_ODDS)
+    orders = rows[:, _ORDERS]
+    x = np.maximum(orders - 1, 0.0)
+    t_x = np.where(orders >= 2, rows[:, _GAP] * x, 0.0)
+    T = t_x + rows[:, _SINCE]
+    alive = alive_probability(params, x, t_x, T)
+    none = np.where(orders >= 1, no_purchase_probability(params, horizon_days, x, t_x, T, alive), 1.0)
+    return np.column_stack([_odds(none), _odds(1.0 - alive)])

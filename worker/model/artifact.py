@@ -5,6 +5,11 @@ log1p -> StandardScaler -> LogisticRegression) and `model_card.json` (feature
 names, library versions, training window, metrics). `load_artifact` refuses a
 feature-name or library-version mismatch and says which. joblib files are
 pickles: load only artifacts you built or trust.
+
+The worker hands every model the same rows (worker.core.features); a model whose card
+also lists the value features (worker.core.value.VALUE_FEATURE_NAMES) appends them with
+its own card's value model and horizon (`model_rows`), so a shadow model scores with its
+own parameters and a card from before the value features still loads and scores as it did.
 """
 from __future__ import annotations
 
@@ -21,11 +26,13 @@ import numpy as np
 import sklearn
 
 from worker.core.features import FEATURE_NAMES
+from worker.core.value import VALUE_FEATURE_NAMES, value_features
 from worker.errors import ModelError
 
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model_card.json"
 REQUIRED_CARD_KEYS = ("model_version", "kind", "feature_names", "library_versions")
+WITH_VALUE = (*FEATURE_NAMES, *VALUE_FEATURE_NAMES)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,18 @@ class ModelArtifact:
         data = self.card.get("value_model")
         return ValueParams.from_dict(data) if data else None
 
+    @cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        """The model's columns: the worker's features, then any value features."""
+        return tuple(self.card["feature_names"])
+
+    def model_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The worker's feature rows as this model takes them (value features appended)."""
+        if len(self.feature_names) == len(FEATURE_NAMES):
+            return rows
+        horizon = float(self.card["training"]["horizon_days"])
+        return np.hstack([rows, value_features(rows, self.value_params, horizon)])
+
     @property
     def expected_churn_rate(self) -> float | None:
         """The churn rate the card measured on its out-of-time test (the training rate else)."""
@@ -74,6 +93,7 @@ def load_artifact(path: Path | str) -> ModelArtifact:
     path = Path(path)
     card = _read_card(path / CARD_FILE)
     _check_features(card["feature_names"], path)
+    _check_value_model(card, path)
     trained_with = card["library_versions"].get("scikit-learn")
     if trained_with != sklearn.__version__:
         raise ModelError(
@@ -107,21 +127,32 @@ def _read_card(card_path: Path) -> dict[str, Any]:
 
 
 def _check_features(names: Sequence[str], path: Path) -> None:
+    """The worker's features in its order, then optionally all the value features."""
     names = list(names)
-    if names == list(FEATURE_NAMES):
+    expected = list(WITH_VALUE if set(VALUE_FEATURE_NAMES) & set(names) else FEATURE_NAMES)
+    if names == expected:
         return
-    missing = [n for n in FEATURE_NAMES if n not in names]
-    unseen = [n for n in names if n not in FEATURE_NAMES]
+    missing = [n for n in expected if n not in names]
+    unseen = [n for n in names if n not in expected]
     if missing or unseen:
         raise ModelError(
             f"{path}: feature names differ from this worker's: missing {missing or 'none'}, "
             f"unknown to the worker {unseen or 'none'}"
         )
-    first = next(i for i, (a, b) in enumerate(zip(names, FEATURE_NAMES)) if a != b)
+    first = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
     raise ModelError(
         f"{path}: feature order differs at position {first}: model has {names[first]!r}, "
-        f"worker has {FEATURE_NAMES[first]!r}"
+        f"worker has {expected[first]!r}"
     )
+
+
+def _check_value_model(card: dict[str, Any], path: Path) -> None:
+    """Value features need the card's value model and the horizon they look ahead."""
+    if len(card["feature_names"]) == len(FEATURE_NAMES):
+        return
+    if not card.get("value_model") or not card.get("training", {}).get("horizon_days"):
+        raise ModelError(f"{path}: the card lists value features {list(VALUE_FEATURE_NAMES)} but has no "
+                         "value_model or training.horizon_days to compute them; retrain it")
 
 
 def _smoke_test(artifact: ModelArtifact, path: Path) -> None:
@@ -138,27 +169,34 @@ def score_batch(artifact: ModelArtifact, rows: np.ndarray) -> np.ndarray:
     """Churn probabilities for a batch of feature rows (one predict_proba call)."""
     if len(rows) == 0:
         return np.zeros(0)
-    return artifact.model.predict_proba(rows)[:, 1]
+    return artifact.model.predict_proba(artifact.model_rows(rows))[:, 1]
 
 
 def contributions(artifact: ModelArtifact, rows: np.ndarray) -> np.ndarray:
-    """Per-feature contributions to the log-odds, relative to the average training
-    customer: for log1p -> scaler -> logistic regression they sum exactly to
-    logit(p) - intercept, so a positive contribution raises the risk."""
-    steps = artifact.model.named_steps
-    transformed = rows
-    for _, step in artifact.model.steps[:-1]:
+    """Per-feature contributions to the log-odds of the worker's feature rows, one column
+    per model feature (`artifact.feature_names`): `linear_contributions` of their model rows."""
+    return linear_contributions(artifact.model, artifact.model_rows(rows))
+
+
+def linear_contributions(model: Any, model_rows: np.ndarray) -> np.ndarray:
+    """Contributions relative to the average training customer: for log1p -> scaler ->
+    logistic regression they sum exactly to logit(p) - intercept, so a positive
+    contribution raises the risk."""
+    transformed = model_rows
+    for _, step in model.steps[:-1]:
         transformed = step.transform(transformed)
-    return transformed * steps["classifier"].coef_[0]
+    return transformed * model.named_steps["classifier"].coef_[0]
 
 
 def explain_batch(artifact: ModelArtifact, rows: np.ndarray, top: int = 3) -> list[list[dict]]:
     """The `top` features that raise each row's risk most, with their contributions."""
-    contrib = contributions(artifact, rows)
+    values = artifact.model_rows(rows)
+    contrib = linear_contributions(artifact.model, values)
     order = np.argsort(-contrib, axis=1)[:, :top]
+    names = artifact.feature_names
     return [
         [
-            {"feature": FEATURE_NAMES[j], "value": round(float(rows[i, j]), 4),
+            {"feature": names[j], "value": round(float(values[i, j]), 4),
              "contribution": round(float(contrib[i, j]), 4)}
             for j in order[i] if contrib[i, j] > 0
         ]

@@ -21,7 +21,7 @@ import numpy as np
 from prometheus_client import generate_latest
 
 from worker.core.codec import decode_state
-from worker.core.features import FEATURE_NAMES, features
+from worker.core.features import features
 from worker.core.partitioner import partition_of
 from worker.core.triggers import pending_deadline
 from worker.core.value import customer_value
@@ -143,12 +143,13 @@ def describe(churn: ChurnApp, customer_id: str) -> dict[str, Any]:
         return {"customer_id": customer_id, "known": False}
     state = decode_state(raw)
     now = max(churn.silence.now(), state.last_seen)
-    row = features(state, now)
-    score = float(churn.artifact.score(np.array([row]))[0])
+    row = np.array([features(state, now)])
+    score = float(churn.artifact.score(row)[0])
     return {"customer_id": customer_id, "known": True, "orders": state.orders,
             "logins": state.logins, "risk_score": round(score, 4),
             "next_deadline": pending_deadline(churn.policy, state),
             # counted in, not yet in the counts above: later than the event-time watermark
             "events_waiting": len(state.pending),
             **customer_value(churn.artifact.value_params, state, now),
-            "features": dict(zip(FEATURE_NAMES, row))}
+            # the model's own row: the worker's features, then any value features it takes
+            "features": dict(zip(churn.artifact.feature_names, churn.artifact.model_rows(row)[0].tolist()))}

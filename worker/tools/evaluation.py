@@ -3,7 +3,9 @@ HTML report product people pick thresholds from.
 
 Metrics: ROC AUC, PR AUC, Brier, log loss, lift and capture in the top 10% and
 20% by risk. Baselines on the same snapshot: days since last purchase alone
-(ranked, and calibrated with a one-feature logistic fit), purchase count alone.
+(ranked, and calibrated with a one-feature logistic fit), purchase count alone
+(and BG/NBD, added by `evaluate`). On request, a paired bootstrap over customers
+says how sure the model's margin over each baseline is.
 """
 from __future__ import annotations
 
@@ -39,15 +41,40 @@ def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
             "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]))}
 
 
+PROBABILITIES = ("recency_calibrated", "bgnbd")  # the baselines whose scores are probabilities
+
+
+def baseline_scores(X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Each baseline's score per customer (higher: riskier)."""
+    recency = np.log1p(X[:, RECENCY])[:, None]
+    return {"recency": X[:, RECENCY],
+            "recency_calibrated": LogisticRegression().fit(recency, y).predict_proba(recency)[:, 1],
+            "frequency": -X[:, ORDERS]}
+
+
 def baselines(X: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
-    recency = X[:, RECENCY]
-    calibrated = LogisticRegression().fit(np.log1p(recency)[:, None], y).predict_proba(
-        np.log1p(recency)[:, None])[:, 1]
-    return {
-        "recency": ranking_metrics(y, recency),
-        "recency_calibrated": probability_metrics(y, calibrated),
-        "frequency": ranking_metrics(y, -X[:, ORDERS]),
-    }
+    return {name: (probability_metrics if name in PROBABILITIES else ranking_metrics)(y, score)
+            for name, score in baseline_scores(X, y).items()}
+
+
+def bootstrap_differences(y: np.ndarray, p: np.ndarray, scores: dict[str, np.ndarray], resamples: int,
+                          seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """The model's ROC AUC (and, against probabilities, Brier) minus each baseline's: the
+    2.5th and 97.5th percentiles over `resamples` resamples of the customers, the same
+    customers for the model and the baseline (paired)."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, dict[str, list[float]]] = {name: {"roc_auc": [], "brier": []} for name in scores}
+    for _ in range(resamples):
+        i = rng.integers(0, len(y), len(y))
+        if y[i].min() == y[i].max():
+            continue
+        auc, brier = roc_auc_score(y[i], p[i]), float(np.mean((p[i] - y[i]) ** 2))
+        for name, score in scores.items():
+            draws[name]["roc_auc"].append(auc - roc_auc_score(y[i], score[i]))
+            if name in PROBABILITIES:
+                draws[name]["brier"].append(brier - float(np.mean((score[i] - y[i]) ** 2)))
+    return {name: {k: [round(float(q), 4) for q in np.percentile(v, [2.5, 97.5])] for k, v in d.items() if v}
+            for name, d in draws.items()}
 
 
 def evaluate(X: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict:

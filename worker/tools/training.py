@@ -3,7 +3,9 @@
 Snapshots are taken at cutoff dates; a snapshot is labelled churned when the
 customer has no qualifying event (activity or purchase) within the horizon
 after the cutoff. Only customers seen before a cutoff count at that cutoff, and
-features see nothing after it, so the future cannot leak into a snapshot.
+features see nothing after it, so the future cannot leak into a snapshot. The
+value features (worker.core.value.value_features) of a snapshot come from a value
+model fitted on the purchases before its cutoff, for the same reason.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from worker.core.events import Event, format_time
 from worker.core.features import FEATURE_NAMES, features
 from worker.core.state import DAY, EMPTY, CustomerState, apply_event
+from worker.core.value import VALUE_FEATURE_NAMES, value_features
 from worker.model.artifact import CARD_FILE, MODEL_FILE
 
 
@@ -81,6 +84,26 @@ def _churned(times: list[float], cutoff: float, horizon_s: float) -> int:
     return int(not (i < len(times) and times[i] <= cutoff + horizon_s))
 
 
+def with_value_features(snaps: Snapshots, events: Sequence[Event], horizon_s: float) -> Snapshots:
+    """The snapshots with the value features appended, each cutoff's computed with a value
+    model fitted on the purchases before that cutoff (as the worker would have had it).
+
+    A cutoff less than one horizon after the first purchase gets no value model (the
+    features say "no opinion"): before customers have had a horizon's time to lapse, BG/NBD
+    cannot tell leaving from a long gap and fits a degenerate model (on the grocery log,
+    after two months, nobody ever leaves), which the logistic regression would then learn
+    from as if it were informative."""
+    from worker.tools.value_fit import fit_value
+
+    first = next((e.occurred_at for e in events if e.type == "purchase"), float("inf"))
+    extra = np.empty((len(snaps.y), len(VALUE_FEATURE_NAMES)))
+    for k, cutoff in enumerate(snaps.cutoffs):
+        rows = snaps.cutoff_index == k
+        params = fit_value(events, cutoff) if cutoff - first >= horizon_s else None
+        extra[rows] = value_features(snaps.X[rows], params, horizon_s / DAY)
+    return Snapshots(np.hstack([snaps.X, extra]), snaps.y, snaps.cutoff_index, snaps.cutoffs, snaps.customers)
+
+
 def make_model(C: float = 1.0) -> Pipeline:
     """log1p tames the long tails (days, revenue); a linear model keeps reasons exact."""
     return Pipeline([
@@ -90,19 +113,49 @@ def make_model(C: float = 1.0) -> Pipeline:
     ])
 
 
-def fit_calibrated(snaps: Snapshots, rows: np.ndarray, C: float = 1.0) -> Pipeline:
-    """Fit on the selected rows' earlier cutoffs, then Platt-calibrate on their latest cutoff.
+# A feature that barely varied in training (spread under this, in log1p units) is scaled by
+# this rather than by its own spread. Otherwise a column that was all but constant (a value
+# feature while the value model saw nobody leave yet) is blown up a millionfold when it
+# does vary in service, and one customer's score with it.
+MIN_SCALE = 0.01
 
-    Calibrating on the most recent cutoff corrects the drift of the churn rate between
-    cutoffs. The calibration (p = sigmoid(a * logit + b)) is folded into the logistic
-    regression's coefficients, so the artifact stays one plain pipeline whose reasons
-    remain exact contributions to the log-odds.
+
+def fit_model(X: np.ndarray, y: np.ndarray, C: float = 1.0) -> Pipeline:
+    """make_model(C) fitted on (X, y), its scaler's spread floored at MIN_SCALE."""
+    model = make_model(C)
+    transformed = model[:-1].fit_transform(X)
+    scaler = model.named_steps["scale"]
+    floored = np.maximum(scaler.scale_, MIN_SCALE)
+    transformed *= scaler.scale_ / floored
+    scaler.scale_ = floored
+    model.named_steps["classifier"].fit(transformed, y)
+    return model
+
+
+CALIBRATIONS = {
+    "pooled": "none beyond the logistic regression itself, fitted on every cutoff at once",
+    "platt-latest": "Platt scaling on the latest cutoff, folded into the coefficients",
+}
+
+
+def fit_calibrated(snaps: Snapshots, rows: np.ndarray, C: float = 1.0, calibration: str = "pooled") -> Pipeline:
+    """Fit on the selected rows: "pooled", one logistic regression over all their cutoffs;
+    "platt-latest", fit on their earlier cutoffs and Platt-calibrate on the latest.
+
+    Pooling averages the churn rate over the seasons the cutoffs cover; Platt on the latest
+    cutoff follows a drifting rate but also the season that cutoff happened to fall in (on
+    the grocery log and the seasonal generated history it calibrates worse, see
+    docs/training.md). The calibration (p = sigmoid(a * logit + b)) is folded into the
+    logistic regression's coefficients, so the artifact stays one plain pipeline whose
+    reasons remain exact contributions to the log-odds.
     """
     index = snaps.cutoff_index[rows]
     X, y = snaps.X[rows], snaps.y[rows]
+    if calibration == "pooled":
+        return fit_model(X, y, C)
     latest = index.max()
     fit = index < latest if len(set(index)) > 1 else np.ones(len(y), bool)
-    model = make_model(C).fit(X[fit], y[fit])
+    model = fit_model(X[fit], y[fit], C)
     logit = model.decision_function(X[index == latest])
     platt = LogisticRegression(C=1e6).fit(logit[:, None], y[index == latest])
     a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
@@ -112,27 +165,29 @@ def fit_calibrated(snaps: Snapshots, rows: np.ndarray, C: float = 1.0) -> Pipeli
     return model
 
 
-def train_out_of_time(snaps: Snapshots, C: float = 1.0) -> tuple[Pipeline, dict]:
+def train_out_of_time(snaps: Snapshots, C: float = 1.0, calibration: str = "pooled") -> tuple[Pipeline, dict]:
     """Out-of-time: fit on every cutoff but the latest and test on the latest (the
     figures reported); the served model is then fit the same way on all cutoffs."""
     from worker.tools.evaluation import evaluate
 
     last = len(snaps.cutoffs) - 1
     test = snaps.cutoff_index == last
-    held = fit_calibrated(snaps, ~test, C)
+    held = fit_calibrated(snaps, ~test, C, calibration)
     figures = evaluate(snaps.X[test], snaps.y[test], held.predict_proba(snaps.X[test])[:, 1])
     figures["cutoff"] = format_time(snaps.cutoffs[last])
-    return fit_calibrated(snaps, np.ones(len(snaps.y), bool), C), figures
+    return fit_calibrated(snaps, np.ones(len(snaps.y), bool), C, calibration), figures
 
 
 def write_artifact(out_dir: Path, model: Pipeline, *, version: str, snaps: Snapshots,
-                   horizon_s: float, churn_on: str, metrics: dict, source: str, value: Any = None) -> None:
+                   horizon_s: float, churn_on: str, metrics: dict, source: str, value: Any = None,
+                   calibration: str = "pooled") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, out_dir / MODEL_FILE)
-    card = {
+    with_value = snaps.X.shape[1] > len(FEATURE_NAMES)
+    card: dict[str, Any] = {
         "model_version": version,
         "kind": "logistic_regression",
-        "feature_names": list(FEATURE_NAMES),
+        "feature_names": [*FEATURE_NAMES, *(VALUE_FEATURE_NAMES if with_value else ())],
         "library_versions": {"scikit-learn": sklearn.__version__, "numpy": np.__version__,
                              "python": platform.python_version()},
         "training": {
@@ -141,12 +196,16 @@ def write_artifact(out_dir: Path, model: Pipeline, *, version: str, snaps: Snaps
             "horizon_days": horizon_s / DAY,
             "churn_on": churn_on,
             "label": f"churned = no {churn_on} in the {horizon_s / DAY:g} days after the cutoff",
-            "calibration": "Platt scaling on the latest cutoff, folded into the coefficients",
+            "calibration": CALIBRATIONS[calibration],
             "rows": int(len(snaps.y)),
             "churn_rate": round(float(np.mean(snaps.y)), 4),
         },
         "metrics": {"out_of_time_test": metrics},
     }
+    if with_value:
+        card["training"]["value_features"] = (f"{', '.join(VALUE_FEATURE_NAMES)} over the {horizon_s / DAY:g}-day "
+                                              "horizon: at each training cutoff from a value model fitted on the "
+                                              "purchases before it; served with value_model")
     if value is not None:  # BG/NBD and Gamma-Gamma (worker.core.value), fitted on the purchase history
         card["value_model"] = value.as_dict()
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
@@ -194,10 +253,7 @@ def _events(args) -> tuple[list[Event], str]:
     return events, ", ".join(str(p) for p in args.events)
 
 
-def train_command(args) -> int:
-    from worker.tools.history import parse_duration
-
-    started = time.monotonic()
+def _training_events(args) -> tuple[list[Event], str]:
     events, source = _events(args)
     if args.train_until:
         until = parse_date(args.train_until)
@@ -205,19 +261,30 @@ def train_command(args) -> int:
         source += f" (before {format_time(until)})"
         if not events:
             raise ValueError(f"no events before --train-until {args.train_until}")
+    return events, source
+
+
+def train_command(args) -> int:
+    from worker.tools.history import parse_duration
+    from worker.tools.value_fit import fit_value
+
+    started = time.monotonic()
+    events, source = _training_events(args)
     horizon = parse_duration(args.horizon)
     cutoffs = ([parse_date(c) for c in args.cutoffs] if args.cutoffs
                else default_cutoffs(events[0].occurred_at, events[-1].occurred_at, horizon))
     snaps = build_snapshots(events, cutoffs, horizon, args.churn_on)
-    model, metrics = train_out_of_time(snaps, args.C)
-    version = args.version or args.out.name
-    from worker.tools.value_fit import fit_value
     value = fit_value(events, events[-1].occurred_at)  # the value model, on all of the history trained on
-    write_artifact(args.out, model, version=version, snaps=snaps, horizon_s=horizon,
-                   churn_on=args.churn_on, metrics=metrics, source=source, value=value)
+    if value is not None and getattr(args, "value_features", True):
+        snaps = with_value_features(snaps, events, horizon)
+    calibration = getattr(args, "calibration", "pooled")
+    model, metrics = train_out_of_time(snaps, args.C, calibration)
+    version = args.version or args.out.name
+    write_artifact(args.out, model, version=version, snaps=snaps, horizon_s=horizon, churn_on=args.churn_on,
+                   metrics=metrics, source=source, value=value, calibration=calibration)
     base = metrics["baselines"]
     print(f"trained {version}: {len(events)} events, {len(snaps.y)} snapshots at {len(cutoffs)} cutoffs, "
-          f"{time.monotonic() - started:.1f} s")
+          f"{snaps.X.shape[1]} features, {time.monotonic() - started:.1f} s")
     print(f"out-of-time test at {metrics['cutoff']} ({metrics['n_customers']} customers, churn rate "
           f"{metrics['churn_rate']:.3f}): ROC AUC {metrics['roc_auc']:.4f} (recency alone "
           f"{base['recency']['roc_auc']:.4f}), Brier {metrics['brier']:.4f} (calibrated recency "
@@ -226,11 +293,11 @@ def train_command(args) -> int:
     return 0
 
 
-def bgnbd_baseline(events: Sequence[Event], cutoff: float, horizon_s: float, snaps: Snapshots) -> dict | None:
+def bgnbd_scores(events: Sequence[Event], cutoff: float, horizon_s: float,
+                 customers: Sequence[str]) -> np.ndarray | None:
     """BG/NBD fitted on the purchases before the cutoff; churn = no purchase expected: its
     probability 1 - P(alive) x P(a purchase within the horizon | alive), per customer."""
     from worker.core.value import expected_purchases, p_alive
-    from worker.tools.evaluation import probability_metrics
     from worker.tools.value_fit import fit_value
 
     params = fit_value(events, cutoff)
@@ -241,7 +308,7 @@ def bgnbd_baseline(events: Sequence[Event], cutoff: float, horizon_s: float, sna
         if e.type == "purchase" and e.occurred_at < cutoff:
             buys[e.customer_id].append(e.occurred_at)
     score = []
-    for cid in snaps.customers:
+    for cid in customers:
         times = sorted(buys.get(cid, ()))
         if not times:
             score.append(1.0)  # never bought: BG/NBD expects nothing of them
@@ -250,19 +317,23 @@ def bgnbd_baseline(events: Sequence[Event], cutoff: float, horizon_s: float, sna
         alive = p_alive(params, x, t_x, T)
         expected = expected_purchases(params, horizon_s / DAY, x, t_x, T)
         score.append(1.0 - alive * (1.0 - float(np.exp(-expected / max(alive, 1e-9)))))
-    return {k: round(v, 4) for k, v in probability_metrics(snaps.y, np.array(score)).items()}
+    return np.array(score)
+
+
+def _horizon_and_label(args, trained: dict) -> tuple[float, str]:
+    from worker.tools.history import parse_duration
+
+    horizon = parse_duration(args.horizon) if args.horizon else trained.get("horizon_days", 90) * DAY
+    return horizon, args.churn_on or trained.get("churn_on", "purchase")
 
 
 def evaluate_command(args) -> int:
     from worker.model.artifact import load_artifact, score_batch
-    from worker.tools.evaluation import curves, evaluate, threshold_table
-    from worker.tools.history import parse_duration
-    from worker.tools.report import render
+    from worker.tools.evaluation import baseline_scores, bootstrap_differences, evaluate, probability_metrics
 
     artifact = load_artifact(args.model)
     trained = artifact.card.get("training", {})
-    horizon = parse_duration(args.horizon) if args.horizon else trained.get("horizon_days", 90) * DAY
-    churn_on = args.churn_on or trained.get("churn_on", "purchase")
+    horizon, churn_on = _horizon_and_label(args, trained)
     events, _ = _events(args)
     cutoff = parse_date(args.cutoff) if args.cutoff else (events[-1].occurred_at - horizon) // DAY * DAY
     if cutoff + horizon > events[-1].occurred_at:
@@ -276,17 +347,29 @@ def evaluate_command(args) -> int:
               f"{format_time(trained_until)}: in-sample figures (train with --train-until)")
     summary = {"model_version": artifact.version, "cutoff": format_time(cutoff), "in_sample": in_sample,
                "horizon_days": horizon / DAY, "churn_on": churn_on, **evaluate(snaps.X, snaps.y, p)}
-    bgnbd = bgnbd_baseline(events, cutoff, horizon, snaps)
+    scores = baseline_scores(snaps.X, snaps.y)
+    bgnbd = bgnbd_scores(events, cutoff, horizon, snaps.customers)
     if bgnbd is not None:
-        summary["baselines"]["bgnbd"] = bgnbd
-    print(json.dumps({k: v for k, v in summary.items() if k != "baselines"}))
+        scores["bgnbd"] = bgnbd
+        summary["baselines"]["bgnbd"] = {k: round(v, 4) for k, v in probability_metrics(snaps.y, bgnbd).items()}
+    if args.bootstrap:
+        summary["differences"] = bootstrap_differences(snaps.y, p, scores, args.bootstrap)
+    _write_evaluation(args, summary, snaps, p, artifact)
+    return 0
+
+
+def _write_evaluation(args, summary: dict, snaps: Snapshots, p: np.ndarray, artifact: Any) -> None:
+    from worker.tools.evaluation import RECENCY, curves, threshold_table
+    from worker.tools.report import render
+
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("baselines", "differences")}))
     print("baselines: " + json.dumps(summary["baselines"]))
+    if "differences" in summary:
+        print("model minus baseline, 95% interval: " + json.dumps(summary["differences"]))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     if args.report:
-        from worker.tools.evaluation import RECENCY
         page = render(summary, curves(snaps.y, p, snaps.X[:, RECENCY]), threshold_table(snaps.y, p),
-                      f"Churn model {artifact.version} at {format_time(cutoff)[:10]}", artifact.card)
+                      f"Churn model {artifact.version} at {summary['cutoff'][:10]}", artifact.card)
         args.report.write_text(page)
         print(f"wrote {args.report}")
-    return 0
