@@ -43,7 +43,8 @@ def test_shipped_artifact_loads(artifact):
     assert artifact.version == "churn-v1"
     assert artifact.kind == "logistic_regression"
     assert artifact.feature_names == (*FEATURE_NAMES, *VALUE_FEATURE_NAMES)
-    assert [name for name, _ in artifact.model.steps] == ["log1p", "scale", "classifier"]
+    assert [name for name, _ in artifact.model.steps] == ["log1p", "scale", "shape", "classifier"]
+    assert "spline" in artifact.card["training"]["shape"]
 
 
 def test_an_unedited_copy_loads(model_copy):
@@ -90,18 +91,22 @@ def test_card_with_value_features_but_no_value_model(model_copy):
 
 
 def test_a_card_from_before_the_value_features_loads_and_scores_as_it_did(model_copy, feature_rows):
-    """An artifact trained on the worker's features alone (every card before the value
-    features) still loads, and scores the worker's rows with its own pipeline unchanged."""
+    """An artifact trained on the worker's features alone and without the spline (every card
+    before them: log1p -> scale -> classifier) still loads, scores the worker's rows with its
+    own pipeline unchanged, and its reasons still sum to its log-odds."""
     from worker.tools.training import fit_model
 
     labels = (feature_rows[:, FEATURE_NAMES.index("days_since_last_activity")] > 14).astype(int)
-    older = fit_model(feature_rows, labels)
+    older = fit_model(feature_rows, labels, shaped=None)
+    assert [name for name, _ in older.steps] == ["log1p", "scale", "classifier"]
     joblib.dump(older, model_copy / MODEL_FILE)
     edit_card(model_copy, feature_names=list(FEATURE_NAMES))
     artifact = load_artifact(model_copy)
     assert artifact.model_rows(feature_rows) is feature_rows
     np.testing.assert_array_equal(score_batch(artifact, feature_rows), older.predict_proba(feature_rows)[:, 1])
     assert {r["feature"] for why in explain_batch(artifact, feature_rows) for r in why} <= set(FEATURE_NAMES)
+    logit = older.decision_function(feature_rows) - older.named_steps["classifier"].intercept_[0]
+    np.testing.assert_allclose(contributions(artifact, feature_rows).sum(axis=1), logit, rtol=0, atol=1e-9)
 
 
 def test_each_model_applies_its_own_value_model(artifact, model_copy, feature_rows):

@@ -24,7 +24,7 @@ def simulated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("simulate")
     lower = tmp / "lower.toml"
     lower.write_text(DEFAULT.replace('version = "2026.11-1"', 'version = "lower-follow-up"')
-                     .replace("follow_up_threshold = 0.6 ", "follow_up_threshold = 0.4 "))
+                     .replace("follow_up_threshold = 0.6 ", "follow_up_threshold = 0.2 "))
     out, report = tmp / "sim.json", tmp / "sim.html"
     assert main(["policy", "simulate", "--events", str(GROCERY), "--policy", str(lower),
                  "--against", str(ROOT / "worker" / "default_policy.toml"), "--horizon", "90d",
@@ -33,6 +33,9 @@ def simulated(tmp_path_factory):
 
 
 def test_a_lower_follow_up_threshold_sends_more_follow_ups_and_reaches_more_churners(simulated):
+    """Far lower (0.2 against 0.6): a small cut can reach a few churners fewer, since an
+    earlier follow-up puts a later one, the one inside the horizon before they stop, in
+    cooldown (0.4 reaches 3 of 1,238 fewer with the shipped model)."""
     figures, _ = simulated
     lower, current = figures["policies"]["lower-follow-up"], figures["policies"]["2026.11-1"]
     assert lower["triggers"]["follow_up"] > current["triggers"]["follow_up"]

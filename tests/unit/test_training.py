@@ -91,7 +91,7 @@ def test_a_feature_that_barely_varied_in_training_cannot_blow_up_a_score():
     signal = rng.normal(size=2000)
     y = (signal + rng.normal(size=2000) > 0).astype(int)
     flat = 1e-9 * rng.random(2000) * y  # constant for every purpose, and (spuriously) tied to the label
-    model = fit_model(np.column_stack([np.exp(signal), flat]), y)
+    model = fit_model(np.column_stack([np.exp(signal), flat]), y, shaped=None)
     p = model.predict_proba(np.array([[1.0, 0.0], [1.0, 50.0]]))[:, 1]
     assert abs(p[1] - p[0]) < 0.2, p
 

@@ -1,10 +1,10 @@
 """The model artifact contract, and batched scoring with faithful reasons.
 
-An artifact is a directory with `model.joblib` (a scikit-learn Pipeline:
-log1p -> StandardScaler -> LogisticRegression) and `model_card.json` (feature
-names, library versions, training window, metrics). `load_artifact` refuses a
-feature-name or library-version mismatch and says which. joblib files are
-pickles: load only artifacts you built or trust.
+An artifact is a directory with `model.joblib` (a scikit-learn Pipeline: log1p ->
+StandardScaler -> [a spline on one column] -> LogisticRegression, an additive model)
+and `model_card.json` (feature names, library versions, training window, metrics).
+`load_artifact` refuses a feature-name or library-version mismatch and says which.
+joblib files are pickles: load only artifacts you built or trust.
 
 The worker hands every model the same rows (worker.core.features); a model whose card
 also lists the value features (worker.core.value.VALUE_FEATURE_NAMES) appends them with
@@ -24,6 +24,7 @@ from typing import Any
 import joblib
 import numpy as np
 import sklearn
+from sklearn.compose import ColumnTransformer
 
 from worker.core.features import FEATURE_NAMES
 from worker.core.value import VALUE_FEATURE_NAMES, value_features
@@ -179,13 +180,35 @@ def contributions(artifact: ModelArtifact, rows: np.ndarray) -> np.ndarray:
 
 
 def linear_contributions(model: Any, model_rows: np.ndarray) -> np.ndarray:
-    """Contributions relative to the average training customer: for log1p -> scaler ->
-    logistic regression they sum exactly to logit(p) - intercept, so a positive
-    contribution raises the risk."""
-    transformed = model_rows
+    """Contributions relative to the average training customer (in log1p units), one column
+    per model feature: the classifier's inputs times their coefficients, each summed into the
+    feature it came from (a spline's basis columns into their one feature). The model is
+    additive, so they sum exactly to logit(p) - intercept; a positive contribution raises
+    the risk."""
+    transformed = model[:-1].transform(model_rows)
+    terms = transformed * model.named_steps["classifier"].coef_[0]
+    owner = source_features(model, model_rows.shape[1])
+    out = np.zeros((len(model_rows), model_rows.shape[1]))
+    for column, feature in enumerate(owner):
+        out[:, feature] += terms[:, column]
+    return out
+
+
+def source_features(model: Any, n_features: int) -> np.ndarray:
+    """For each column the classifier sees, the model feature it was made from: columns map
+    one to one through log1p and the scaler; a ColumnTransformer (the spline) maps each of
+    its outputs back to its input column."""
+    owner = np.arange(n_features)
     for _, step in model.steps[:-1]:
-        transformed = step.transform(transformed)
-    return transformed * model.named_steps["classifier"].coef_[0]
+        if not isinstance(step, ColumnTransformer):
+            continue
+        mapped = np.empty(sum(s.stop - s.start for s in step.output_indices_.values()), dtype=int)
+        for name, _, columns in step.transformers_:
+            out = step.output_indices_[name]
+            sources = owner[np.arange(len(owner))[columns]]
+            mapped[out] = np.repeat(sources, (out.stop - out.start) // len(sources))  # a spline: per column
+        owner = mapped
+    return owner
 
 
 def explain_batch(artifact: ModelArtifact, rows: np.ndarray, top: int = 3) -> list[list[dict]]:

@@ -23,9 +23,10 @@ from typing import Any
 import joblib
 import numpy as np
 import sklearn
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
 
 from worker.core.events import Event, format_time
 from worker.core.features import FEATURE_NAMES, features
@@ -104,13 +105,22 @@ def with_value_features(snaps: Snapshots, events: Sequence[Event], horizon_s: fl
     return Snapshots(np.hstack([snaps.X, extra]), snaps.y, snaps.cutoff_index, snaps.cutoffs, snaps.customers)
 
 
-def make_model(C: float = 1.0) -> Pipeline:
-    """log1p tames the long tails (days, revenue); a linear model keeps reasons exact."""
-    return Pipeline([
-        ("log1p", FunctionTransformer(np.log1p, feature_names_out="one-to-one")),
-        ("scale", StandardScaler()),
-        ("classifier", LogisticRegression(C=C, max_iter=2000)),
-    ])
+RECENCY = FEATURE_NAMES.index("days_since_last_purchase")
+SPLINE_KNOTS = 5
+
+
+def make_model(C: float = 1.0, shaped: int | None = RECENCY) -> Pipeline:
+    """log1p tames the long tails (days, revenue) and the scaler puts every column on one
+    scale; a cubic spline then lets the `shaped` column (days since the last purchase) bend,
+    the rest stay linear. An additive model: each feature's term is its own, so reasons stay
+    exact (artifact.linear_contributions)."""
+    steps = [("log1p", FunctionTransformer(np.log1p, feature_names_out="one-to-one")),
+             ("scale", StandardScaler())]
+    if shaped is not None:
+        spline = Pipeline([("spline", SplineTransformer(n_knots=SPLINE_KNOTS, degree=3)),
+                           ("centre", StandardScaler(with_std=False))])
+        steps.append(("shape", ColumnTransformer([("recency_spline", spline, [shaped])], remainder="passthrough")))
+    return Pipeline([*steps, ("classifier", LogisticRegression(C=C, max_iter=3000))])
 
 
 # A feature that barely varied in training (spread under this, in log1p units) is scaled by
@@ -120,15 +130,18 @@ def make_model(C: float = 1.0) -> Pipeline:
 MIN_SCALE = 0.01
 
 
-def fit_model(X: np.ndarray, y: np.ndarray, C: float = 1.0) -> Pipeline:
-    """make_model(C) fitted on (X, y), its scaler's spread floored at MIN_SCALE."""
-    model = make_model(C)
-    transformed = model[:-1].fit_transform(X)
+def fit_model(X: np.ndarray, y: np.ndarray, C: float = 1.0, shaped: int | None = RECENCY) -> Pipeline:
+    """make_model(C, shaped) fitted on (X, y): the scaler's spread floored at MIN_SCALE, and
+    the spline's terms centred on the training average (scaled 0), where every feature's
+    contribution is zero."""
+    model = make_model(C, shaped)
+    model[:-1].fit(X)
     scaler = model.named_steps["scale"]
-    floored = np.maximum(scaler.scale_, MIN_SCALE)
-    transformed *= scaler.scale_ / floored
-    scaler.scale_ = floored
-    model.named_steps["classifier"].fit(transformed, y)
+    scaler.scale_ = np.maximum(scaler.scale_, MIN_SCALE)
+    if shaped is not None:
+        spline = model.named_steps["shape"].named_transformers_["recency_spline"]
+        spline.named_steps["centre"].mean_ = spline.named_steps["spline"].transform(np.zeros((1, 1)))[0]
+    model.named_steps["classifier"].fit(model[:-1].transform(X), y)
     return model
 
 
@@ -202,6 +215,9 @@ def write_artifact(out_dir: Path, model: Pipeline, *, version: str, snaps: Snaps
         },
         "metrics": {"out_of_time_test": metrics},
     }
+    if "shape" in model.named_steps:
+        card["training"]["shape"] = (f"{FEATURE_NAMES[RECENCY]}: a cubic spline with {SPLINE_KNOTS} knots on its "
+                                     "scaled log1p; every other feature linear in its scaled log1p")
     if with_value:
         card["training"]["value_features"] = (f"{', '.join(VALUE_FEATURE_NAMES)} over the {horizon_s / DAY:g}-day "
                                               "horizon: at each training cutoff from a value model fitted on the "
