@@ -9,7 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
+from worker.core.events import format_time
 from worker.core.features import FEATURE_NAMES, features
 from worker.core.value import UNFITTED_ODDS, VALUE_FEATURE_NAMES, value_features
 from worker.model.artifact import contributions, load_artifact, score_batch
@@ -182,13 +184,35 @@ def test_evaluate_writes_the_stable_json_keys_and_a_report(tmp_path):
     for key in ("roc_auc", "pr_auc", "brier", "log_loss", "n_customers", "churn_rate", "lift_top10",
                 "capture_top20"):
         assert key in figures
-    assert set(figures["baselines"]) == {"recency", "recency_calibrated", "frequency", "bgnbd"}
-    assert {"roc_auc", "brier"} <= figures["baselines"]["bgnbd"].keys()
-    assert figures["differences"]["bgnbd"].keys() == {"roc_auc", "brier"}
+    assert set(figures["baselines"]) == {"recency", "recency_calibrated", "frequency", "bgnbd", "rfm"}
+    for name in ("bgnbd", "rfm"):
+        assert {"roc_auc", "brier"} <= figures["baselines"][name].keys()
+        assert figures["differences"][name].keys() == {"roc_auc", "brier"}
     assert figures["differences"]["frequency"].keys() == {"roc_auc"}  # a ranking, not a probability
     assert 0.5 < figures["roc_auc"] <= 1 and figures["horizon_days"] == 60
     page = report.read_text()
     assert page.count("<svg") == 3 and "What each threshold would flag" in page
+
+
+def test_the_rfm_baseline_is_fitted_out_of_time():
+    """The RFM logistic regression learns from snapshots whose horizon ends by the test
+    cutoff: no event on or after the test cutoff, and no card cutoff closer to it than a
+    horizon, changes its scores; a fit on the remaining cutoffs alone gives the same."""
+    from worker.tools.evaluation import rfm_scores
+    from worker.tools.training import out_of_time_baselines
+
+    events = synthetic_events()
+    test = events[0].occurred_at // DAY * DAY + 150 * DAY
+    snaps = build_snapshots(events, [test], HORIZON, "purchase")
+    usable = [test - k * HORIZON for k in (3, 2, 1)]
+    card = {"cutoffs": [format_time(c) for c in (*usable, test - HORIZON / 2)]}
+    rfm = out_of_time_baselines(events, snaps, test, HORIZON, "purchase", card)["rfm"]
+    before_test = [e for e in events if e.occurred_at < test]
+    np.testing.assert_array_equal(out_of_time_baselines(before_test, snaps, test, HORIZON, "purchase", card)["rfm"],
+                                  rfm)
+    past = build_snapshots(before_test, usable, HORIZON, "purchase")
+    np.testing.assert_allclose(rfm, rfm_scores(past.X, past.y, snaps.X), rtol=0, atol=1e-12)
+    assert 0.6 < roc_auc_score(snaps.y, rfm) and np.all((rfm > 0) & (rfm < 1))
 
 
 def test_bootstrap_intervals_of_the_model_minus_a_baseline():

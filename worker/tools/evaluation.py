@@ -4,7 +4,8 @@ HTML report product people pick thresholds from.
 Metrics: ROC AUC, PR AUC, Brier, log loss, lift and capture in the top 10% and
 20% by risk. Baselines on the same snapshot: days since last purchase alone
 (ranked, and calibrated with a one-feature logistic fit), purchase count alone
-(and BG/NBD, added by `evaluate`). On request, a paired bootstrap over customers
+(and, added by `evaluate`, BG/NBD and a logistic regression on RFM, both fitted on the
+history before the test). On request, a paired bootstrap over customers
 says how sure the model's margin over each baseline is.
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from worker.core.features import FEATURE_NAMES
 
@@ -41,7 +44,16 @@ def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
             "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]))}
 
 
-PROBABILITIES = ("recency_calibrated", "bgnbd")  # the baselines whose scores are probabilities
+PROBABILITIES = ("recency_calibrated", "bgnbd", "rfm")  # the baselines whose scores are probabilities
+RFM = [RECENCY, ORDERS, FEATURE_NAMES.index("avg_order_value")]
+
+
+def rfm_scores(train_X: np.ndarray, train_y: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """The textbook model: a logistic regression on log1p recency, frequency and monetary
+    value (days since the last purchase, orders, average order value), fitted on `train_X`
+    (snapshots before the test, out of time) and scoring `X`."""
+    model = make_pipeline(FunctionTransformer(np.log1p), StandardScaler(), LogisticRegression())
+    return model.fit(train_X[:, RFM], train_y).predict_proba(X[:, RFM])[:, 1]
 
 
 def baseline_scores(X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:

@@ -336,6 +336,30 @@ def bgnbd_scores(events: Sequence[Event], cutoff: float, horizon_s: float,
     return np.array(score)
 
 
+def out_of_time_baselines(events: Sequence[Event], snaps: Snapshots, cutoff: float, horizon_s: float,
+                          churn_on: str, trained: dict) -> dict[str, np.ndarray]:
+    """The baselines fitted on the history before the test snapshot (`snaps`, at `cutoff`):
+    BG/NBD on the purchases before the cutoff, and the RFM logistic regression on snapshots
+    at the model's own training cutoffs whose horizon ends by the test cutoff (monthly
+    cutoffs when the card lists none)."""
+    from worker.tools.evaluation import rfm_scores
+
+    out = {}
+    bgnbd = bgnbd_scores(events, cutoff, horizon_s, snaps.customers)
+    if bgnbd is not None:
+        out["bgnbd"] = bgnbd
+    train_cutoffs = [c for c in (parse_date(t) for t in trained.get("cutoffs", [])) if c + horizon_s <= cutoff]
+    if not train_cutoffs:
+        try:
+            train_cutoffs = default_cutoffs(events[0].occurred_at, cutoff, horizon_s)
+        except ValueError:  # too little history before the test for a fit
+            return out
+    past = build_snapshots((e for e in events if e.occurred_at < cutoff), train_cutoffs, horizon_s, churn_on)
+    if len(set(past.y)) == 2:
+        out["rfm"] = rfm_scores(past.X, past.y, snaps.X)
+    return out
+
+
 def _horizon_and_label(args, trained: dict) -> tuple[float, str]:
     from worker.tools.history import parse_duration
 
@@ -364,10 +388,9 @@ def evaluate_command(args) -> int:
     summary = {"model_version": artifact.version, "cutoff": format_time(cutoff), "in_sample": in_sample,
                "horizon_days": horizon / DAY, "churn_on": churn_on, **evaluate(snaps.X, snaps.y, p)}
     scores = baseline_scores(snaps.X, snaps.y)
-    bgnbd = bgnbd_scores(events, cutoff, horizon, snaps.customers)
-    if bgnbd is not None:
-        scores["bgnbd"] = bgnbd
-        summary["baselines"]["bgnbd"] = {k: round(v, 4) for k, v in probability_metrics(snaps.y, bgnbd).items()}
+    for name, score in out_of_time_baselines(events, snaps, cutoff, horizon, churn_on, trained).items():
+        scores[name] = score
+        summary["baselines"][name] = {k: round(v, 4) for k, v in probability_metrics(snaps.y, score).items()}
     if args.bootstrap:
         summary["differences"] = bootstrap_differences(snaps.y, p, scores, args.bootstrap)
     _write_evaluation(args, summary, snaps, p, artifact)
