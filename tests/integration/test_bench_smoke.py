@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 KEYS = ("raw_eps", "faust_bare_eps", "naive_eps", "worker_eps", "core_eps", "broker_fetch_p50_s_wait_1500ms",
-        "produce_ack_p50_s", "worker_decisions_per_event",
+        "produce_ack_p50_s",
         "latency_p50_s", "latency_p95_s", "latency_p99_s", "latency_worker_cpu", "latency_broker_p50_s",
         "latency_broker_p99_s",
         "resident_bytes_per_customer", "state_bytes",
@@ -25,6 +25,9 @@ def test_quick_bench_runs_and_writes_every_figure(tmp_path):
     figures = json.loads(out.read_text())
     for key in KEYS:
         assert figures[key] > 0, key
+    # events held for the watermark are decided once it passes them: in a stream this short
+    # that can come after the window's last mark, and the window then saw no decision point
+    assert 0 <= figures["worker_decisions_per_event"] < 10
     # at the two marks of the steady-state window; on a quick machine a stream this short can be
     # consumed before the first sample, and the window then starts at readiness, unsampled
     lags = figures["worker_watermark_lag_s"]
