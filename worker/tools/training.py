@@ -33,6 +33,16 @@ from worker.core.features import FEATURE_NAMES, features
 from worker.core.state import DAY, EMPTY, CustomerState, apply_event
 from worker.core.value import VALUE_FEATURE_NAMES, value_features
 from worker.model.artifact import CARD_FILE, MODEL_FILE
+from worker.tools.evaluation import (
+    RECENCY,
+    baseline_scores,
+    bootstrap_differences,
+    curves,
+    evaluate,
+    probability_metrics,
+    rfm_scores,
+    threshold_table,
+)
 
 
 @dataclass
@@ -105,8 +115,7 @@ def with_value_features(snaps: Snapshots, events: Sequence[Event], horizon_s: fl
     return Snapshots(np.hstack([snaps.X, extra]), snaps.y, snaps.cutoff_index, snaps.cutoffs, snaps.customers)
 
 
-RECENCY = FEATURE_NAMES.index("days_since_last_purchase")
-SPLINE_KNOTS = 5
+SPLINE_KNOTS = 5  # the spline on RECENCY, days since the last purchase
 
 
 def make_model(C: float = 1.0, shaped: int | None = RECENCY) -> Pipeline:
@@ -181,8 +190,6 @@ def fit_calibrated(snaps: Snapshots, rows: np.ndarray, C: float = 1.0, calibrati
 def train_out_of_time(snaps: Snapshots, C: float = 1.0, calibration: str = "pooled") -> tuple[Pipeline, dict]:
     """Out-of-time: fit on every cutoff but the latest and test on the latest (the
     figures reported); the served model is then fit the same way on all cutoffs."""
-    from worker.tools.evaluation import evaluate
-
     last = len(snaps.cutoffs) - 1
     test = snaps.cutoff_index == last
     held = fit_calibrated(snaps, ~test, C, calibration)
@@ -342,8 +349,6 @@ def out_of_time_baselines(events: Sequence[Event], snaps: Snapshots, cutoff: flo
     BG/NBD on the purchases before the cutoff, and the RFM logistic regression on snapshots
     at the model's own training cutoffs whose horizon ends by the test cutoff (monthly
     cutoffs when the card lists none)."""
-    from worker.tools.evaluation import rfm_scores
-
     out = {}
     bgnbd = bgnbd_scores(events, cutoff, horizon_s, snaps.customers)
     if bgnbd is not None:
@@ -369,7 +374,6 @@ def _horizon_and_label(args, trained: dict) -> tuple[float, str]:
 
 def evaluate_command(args) -> int:
     from worker.model.artifact import load_artifact, score_batch
-    from worker.tools.evaluation import baseline_scores, bootstrap_differences, evaluate, probability_metrics
 
     artifact = load_artifact(args.model)
     trained = artifact.card.get("training", {})
@@ -398,7 +402,6 @@ def evaluate_command(args) -> int:
 
 
 def _write_evaluation(args, summary: dict, snaps: Snapshots, p: np.ndarray, artifact: Any) -> None:
-    from worker.tools.evaluation import RECENCY, curves, threshold_table
     from worker.tools.report import render
 
     print(json.dumps({k: v for k, v in summary.items() if k not in ("baselines", "differences")}))
