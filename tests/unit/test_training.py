@@ -198,8 +198,7 @@ def test_the_rfm_baseline_is_fitted_out_of_time():
     """The RFM logistic regression learns from snapshots whose horizon ends by the test
     cutoff: no event on or after the test cutoff, and no card cutoff closer to it than a
     horizon, changes its scores; a fit on the remaining cutoffs alone gives the same."""
-    from worker.tools.evaluation import rfm_scores
-    from worker.tools.training import out_of_time_baselines
+    from worker.tools.training import out_of_time_baselines, rfm_scores
 
     events = synthetic_events()
     test = events[0].occurred_at // DAY * DAY + 150 * DAY

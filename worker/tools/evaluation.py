@@ -13,8 +13,6 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from worker.core.features import FEATURE_NAMES
 
@@ -45,15 +43,6 @@ def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 PROBABILITIES = ("recency_calibrated", "bgnbd", "rfm")  # the baselines whose scores are probabilities
-RFM = [RECENCY, ORDERS, FEATURE_NAMES.index("avg_order_value")]
-
-
-def rfm_scores(train_X: np.ndarray, train_y: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """The textbook model: a logistic regression on log1p recency, frequency and monetary
-    value (days since the last purchase, orders, average order value), fitted on `train_X`
-    (snapshots before the test, out of time) and scoring `X`."""
-    model = make_pipeline(FunctionTransformer(np.log1p), StandardScaler(), LogisticRegression())
-    return model.fit(train_X[:, RFM], train_y).predict_proba(X[:, RFM])[:, 1]
 
 
 def baseline_scores(X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:

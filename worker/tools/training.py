@@ -34,13 +34,13 @@ from worker.core.state import DAY, EMPTY, CustomerState, apply_event
 from worker.core.value import VALUE_FEATURE_NAMES, value_features
 from worker.model.artifact import CARD_FILE, MODEL_FILE
 from worker.tools.evaluation import (
+    ORDERS,
     RECENCY,
     baseline_scores,
     bootstrap_differences,
     curves,
     evaluate,
     probability_metrics,
-    rfm_scores,
     threshold_table,
 )
 
@@ -153,6 +153,15 @@ def fit_model(X: np.ndarray, y: np.ndarray, C: float = 1.0, shaped: int | None =
     model.named_steps["classifier"].fit(model[:-1].transform(X), y)
     return model
 
+
+RFM = [RECENCY, ORDERS, FEATURE_NAMES.index("avg_order_value")]
+
+
+def rfm_scores(train_X: np.ndarray, train_y: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """The textbook model: the churn model's own linear pipeline (no spline) on recency,
+    frequency and monetary value alone (days since the last purchase, orders, average order
+    value), fitted on `train_X` (snapshots before the test, out of time) and scoring `X`."""
+    return fit_model(train_X[:, RFM], train_y, shaped=None).predict_proba(X[:, RFM])[:, 1]
 
 CALIBRATIONS = {
     "pooled": "none beyond the logistic regression itself, fitted on every cutoff at once",
