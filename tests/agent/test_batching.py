@@ -197,6 +197,34 @@ def test_a_rebalance_while_a_changelog_record_is_taken_leaves_the_read_offsets_t
     assert conducted == [7, 8]  # recovery's records all reach it: it would wait for good for one dropped
 
 
+def test_records_fetched_before_the_assignments_seek_wait_for_it(tmp_path, caplog):
+    """faust lets newly assigned partitions be fetched at the end of table recovery, a moment
+    before its seek to the committed offsets (it is still rebalancing). A fetch from a
+    position that seek has not set (here near the partition's end, as seen with a partition
+    taken over from a killed worker) must not reach the handler: applied first, its records
+    would make the ones before them look like redeliveries. It is dropped, the loop seeks to
+    the committed offsets, and the records come in order from there."""
+    from faust.types import TP
+
+    churn = churn_app(tmp_path)
+    app, consumer = churn.app, churn.app.consumer
+    topic = churn.settings.input_topics[0]
+    seeks = []
+
+    async def perform_seek():  # the seek, then faust's end of the rebalance
+        seeks.append(app.rebalancing)
+        consumer._read_offset[TP(topic, 0)] = 140
+        app.rebalancing = False
+
+    consumer.perform_seek = perform_seek
+    app.rebalancing = True
+    early, after_seek = dict([records(topic, 0, 441, 442)]), dict([records(topic, 0, 140, 141)])
+    with caplog.at_level("INFO"):
+        assert fetch_loop(churn, [early, after_seek]) == [[(0, 140), (0, 141)]]
+    assert seeks == [True]
+    assert "dropped 2 records fetched across a rebalance" in caplog.text
+
+
 def test_a_refused_seek_while_flow_is_stopped_is_logged_and_the_loop_goes_on(tmp_path, caplog):
     churn = churn_app(tmp_path)
     consumer = churn.app.consumer

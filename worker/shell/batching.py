@@ -87,7 +87,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         stopped_errors: tuple[type[BaseException], ...] = (*self.consumer_stopped_errors, asyncio.CancelledError)
         try:
             while not stopping():
-                generation = app.consumer_generation_id
+                # the assignment of the fetch, and whether its seek to the committed offsets had run
+                generation, seeked = app.consumer_generation_id, not app.rebalancing
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
                 if not records or self.should_stop:
@@ -95,8 +96,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if not self.flow_active:
                     await self._refetch(0)  # as faust's getmany: fetch again from the committed offsets
                     continue
-                batch, stale = await self._take_batch(records, active, batch_topics, generation)
-                if stale:  # the assignment changed since the fetch: its seek may have come first
+                batch, stale = await self._take_batch(records, active, batch_topics, generation, seeked)
+                if stale:  # the assignment changed since the fetch, or its seek had not run: fetch again
                     await self._refetch(len(batch) + stale)
                     continue
                 if batch:
@@ -122,7 +123,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self.log.warning("seek to the committed offsets failed: %r", exc)
 
     async def _take_batch(self, records: Mapping[Any, list[Any]], active: set | None,
-                          batch_topics: frozenset[str], generation: int) -> tuple[list[Any], int]:
+                          batch_topics: frozenset[str], generation: int, seeked: bool = True) -> tuple[list[Any], int]:
         """The batch topics' records of one fetch, as faust Messages; every other topic's
         records (changelog recovery, standbys) go through faust's conductor, one by one, as
         faust's loop hands them over. Also the number of batch records left out because the
@@ -130,7 +131,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
         run to its end while the conductor has a record): the new assignment's seek set the
         read offsets to the committed ones, and one set past them here would make those
         records skipped when fetched again, a hole before the acked offsets that faust's
-        commit never passes (the partition's committed offset stops for good)."""
+        commit never passes (the partition's committed offset stops for good).
+
+        Batch records are left out the same way when the fetch was issued before the
+        assignment's seek had run (`seeked` false, or faust still rebalancing): faust lets
+        the new partitions be fetched at the end of table recovery, a moment before it seeks
+        them to their committed offsets, and a position it has not set yet can lie past
+        records never applied. Delivered, those later records would raise the source offset
+        every state keeps, and the skipped ones, fetched after the seek, would be taken for
+        redeliveries and lost (seen with two workers: a partition taken over from a killed
+        worker read first from near its end, then from its committed offset)."""
         app, callback, to_message, read_offset = self.app, self.callback, self._to_message, self._read_offset
         acks_enabled_for = app.topics.acks_enabled_for
         batch: list[Any] = []
@@ -141,7 +151,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             mine = tp.topic in batch_topics
             for record in tp_records:
-                if mine and app.consumer_generation_id != generation:
+                if mine and (app.consumer_generation_id != generation or not seeked or app.rebalancing):
                     stale += 1
                     continue
                 offset, last = record.offset, read_offset[tp]
