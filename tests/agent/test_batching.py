@@ -96,9 +96,10 @@ def test_the_workers_own_messages_go_through_its_aiokafka_producer(tmp_path):
                     (s.trigger_topics["win_back"], b"c-42", None)]  # the default partitioner's choice
 
 
-def fetch_loop(churn, fetches, *, acquire=None):
+def fetch_loop(churn, fetches, *, acquire=None, batched=True):
     """Run BatchConsumer._drain_messages over `fetches` (one records map each, then stop),
-    with the handler recording what it is given."""
+    with the handler recording what it is given (not `batched`: no handler, as in the
+    stream input mode)."""
     from types import SimpleNamespace
 
     app, consumer = churn.app, churn.app.consumer
@@ -116,7 +117,7 @@ def fetch_loop(churn, fetches, *, acquire=None):
         return {}, None
 
     fetcher = SimpleNamespace(_stopped=asyncio.Event())
-    app.batch_handler = handler
+    app.batch_handler = handler if batched else None
     consumer._wait_next_records = wait_next_records
     consumer.highwater = lambda tp: 100
     if acquire is not None:
@@ -223,6 +224,33 @@ def test_records_fetched_before_the_assignments_seek_wait_for_it(tmp_path, caplo
         assert fetch_loop(churn, [early, after_seek]) == [[(0, 140), (0, 141)]]
     assert seeks == [True]
     assert "dropped 2 records fetched across a rebalance" in caplog.text
+
+
+def test_in_the_stream_mode_the_agents_get_the_inputs_and_also_only_after_the_seek(tmp_path):
+    """Without a batch handler (CHURN_INPUT_MODE=stream) the input records go to faust's
+    conductor, which feeds the agent, record by record as faust's own loop would; a fetch
+    from before the assignment's seek is dropped there too."""
+    churn = churn_app(tmp_path, input_mode="stream")
+    app, consumer = churn.app, churn.app.consumer
+    topic = churn.settings.input_topics[0]
+    conducted, seeks = [], []
+
+    async def conductor(message):
+        conducted.append((message.tp.partition, message.offset))
+
+    async def wait_first(taken, suspended):
+        suspended.close()
+        await taken
+
+    async def perform_seek():
+        seeks.append(app.rebalancing)
+        app.rebalancing = False
+
+    consumer.callback, consumer.wait_first, consumer.perform_seek = conductor, wait_first, perform_seek
+    app.rebalancing = True
+    early, after_seek = dict([records(topic, 0, 441, 442)]), dict([records(topic, 0, 140, 141)])
+    assert fetch_loop(churn, [early, after_seek], batched=False) == []  # nothing batched
+    assert conducted == [(0, 140), (0, 141)] and seeks == [True]
 
 
 def test_a_refused_seek_while_flow_is_stopped_is_logged_and_the_loop_goes_on(tmp_path, caplog):

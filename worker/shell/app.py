@@ -91,8 +91,9 @@ class ChurnApp:
             app.task(self.policies.run)
             app.task(self.models.run)
         app.fetch_max_wait_ms = s.fetch_max_wait_ms
+        app.batch_source = self.source  # either way read only from positions the assignment's seek set
         if s.input_mode == "batch":
-            app.batch_source, app.batch_handler, app.batch_size = self.source, self.handle_or_exit, s.batch_size
+            app.batch_handler, app.batch_size = self.handle_or_exit, s.batch_size
         else:
             app.agent(self.source, name="customer-events", concurrency=1)(self._agent)
         app.timer(s.timer_interval_s, name="inactivity-timer")(self._tick)

@@ -20,6 +20,10 @@ fetch's changelog records) are dropped before they are tracked, and fetched agai
 the committed offsets: no read offset is moved past a record that was not delivered,
 which would leave faust's commit stuck behind the hole for good. Changelog records always
 go to the conductor (recovery keeps its own offsets: one dropped would never come again).
+No input record fetched before the assignment's seek to the committed offsets is
+delivered either (faust lets new partitions be fetched at the end of table recovery, a
+moment before that seek). In the stream input mode (no batch handler) the same loop hands the input records
+to the conductor, which feeds the agent, so that mode waits for the seek too.
 
 `fetch_max_wait_ms` is Kafka's `fetch.max.wait.ms`, which faust fixes at 1500 ms. A broker
 holds a fetch up to that long when it has less than `fetch.min.bytes` (1 byte) to return;
@@ -40,10 +44,12 @@ BatchHandler = Callable[[list[Any]], Awaitable[None]]
 
 
 class BatchApp(faust.App):
-    """A faust app whose consumer delivers `batch_topics` to `batch_handler` in batches."""
+    """A faust app whose consumer delivers `batch_topics` to `batch_handler` in batches
+    (without a handler, to the agents that iterate them, through faust's conductor as faust
+    would); either way only from positions the assignment's seek set."""
 
-    batch_source: Any = None  # a faust Topic; its topics are consumed in batches
-    batch_handler: BatchHandler | None = None
+    batch_source: Any = None  # a faust Topic: the worker's input topics
+    batch_handler: BatchHandler | None = None  # None: an agent iterates batch_source
     batch_size: int = 2000
     fetch_max_wait_ms: int | None = None
 
@@ -76,11 +82,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """faust's fetch loop (faust.transport.consumer.Consumer._drain_messages), with the
-        batch topics' records handed over a fetch at a time."""
+        batch topics' records handed over a fetch at a time (without a handler, to faust's
+        conductor, as faust would), none fetched before the assignment's seek."""
         app = self.app
         handler = getattr(app, "batch_handler", None)
         batch_topics: frozenset[str] = getattr(app, "batch_topics", frozenset())
-        if handler is None or not batch_topics:
+        if not batch_topics:
             return await super()._drain_messages(fetcher)
         size = max(1, int(getattr(app, "batch_size", 2000)))
         stopping = lambda: self._stopped.is_set() or fetcher._stopped.is_set()  # noqa: E731
@@ -96,11 +103,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if not self.flow_active:
                     await self._refetch(0)  # as faust's getmany: fetch again from the committed offsets
                     continue
-                batch, stale = await self._take_batch(records, active, batch_topics, generation, seeked)
+                batch, stale = await self._take_batch(records, active, batch_topics, generation, seeked,
+                                                      batched=handler is not None)
                 if stale:  # the assignment changed since the fetch, or its seek had not run: fetch again
                     await self._refetch(len(batch) + stale)
                     continue
-                if batch:
+                if handler is None:
+                    await self._commit_if_due()  # as faust's loop does (its streams ack the records)
+                elif batch:
                     await app.flow_control.acquire()
                     if app.consumer_generation_id != generation or not app.flow_control.is_active():
                         # a rebalance began: its own seek to the committed offsets follows
@@ -123,10 +133,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self.log.warning("seek to the committed offsets failed: %r", exc)
 
     async def _take_batch(self, records: Mapping[Any, list[Any]], active: set | None,
-                          batch_topics: frozenset[str], generation: int, seeked: bool = True) -> tuple[list[Any], int]:
+                          batch_topics: frozenset[str], generation: int, seeked: bool = True,
+                          batched: bool = True) -> tuple[list[Any], int]:
         """The batch topics' records of one fetch, as faust Messages; every other topic's
-        records (changelog recovery, standbys) go through faust's conductor, one by one, as
-        faust's loop hands them over. Also the number of batch records left out because the
+        records (changelog recovery, standbys), and the batch topics' when not `batched`
+        (an agent iterates them), go through faust's conductor, one by one, as faust's loop
+        hands them over. Also the number of batch records left out because the
         assignment changed since `generation` (before or during this fetch: a rebalance can
         run to its end while the conductor has a record): the new assignment's seek set the
         read offsets to the committed ones, and one set past them here would make those
@@ -149,9 +161,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue
             app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            mine = tp.topic in batch_topics
+            source = tp.topic in batch_topics
+            mine = source and batched
             for record in tp_records:
-                if mine and (app.consumer_generation_id != generation or not seeked or app.rebalancing):
+                if source and (app.consumer_generation_id != generation or not seeked or app.rebalancing):
                     stale += 1
                     continue
                 offset, last = record.offset, read_offset[tp]
@@ -200,6 +213,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
             for message in chunk:
                 ack(message)
                 on_out(message.tp, message.offset, message)
+        await self._commit_if_due()
+
+    async def _commit_if_due(self) -> None:
+        """faust's commit after every `broker_commit_every` acks (beside its commit timer)."""
         commit_every = self._commit_every
         if commit_every is not None and self._n_acked >= commit_every:
             self._n_acked = 0
