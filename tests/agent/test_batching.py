@@ -217,13 +217,44 @@ def test_records_fetched_before_the_assignments_seek_wait_for_it(tmp_path, caplo
         consumer._read_offset[TP(topic, 0)] = 140
         app.rebalancing = False
 
-    consumer.perform_seek = perform_seek
+    async def seek(tp, offset):  # back to where the fetch began, before the seek to the committed offsets
+        seeks.append((tp.partition, offset))
+
+    consumer.perform_seek, consumer.seek = perform_seek, seek
     app.rebalancing = True
     early, after_seek = dict([records(topic, 0, 441, 442)]), dict([records(topic, 0, 140, 141)])
     with caplog.at_level("INFO"):
         assert fetch_loop(churn, [early, after_seek]) == [[(0, 140), (0, 141)]]
-    assert seeks == [True]
+    assert seeks == [(0, 441), True]
     assert "dropped 2 records fetched across a rebalance" in caplog.text
+
+
+def test_a_dropped_fetch_of_a_partition_with_no_committed_offset_is_fetched_again(tmp_path):
+    """The seek to the committed offsets leaves a partition with none where it is (aiokafka
+    seeks only to a committed offset above 0): without going back to the first dropped
+    record, the records dropped would never come again (`make chaos` without it: each
+    restarted worker dropped a fetch of 2,000 records, and 298 of 798 customers ended
+    under-counted)."""
+    from faust.types import TP
+
+    churn = churn_app(tmp_path)
+    app, consumer = churn.app, churn.app.consumer
+    topic = churn.settings.input_topics[0]
+    fetches = [dict([records(topic, 0, 0, 1, 2)])]
+    seeks = []
+
+    async def perform_seek():  # nothing committed: no partition moves
+        app.rebalancing = False
+
+    async def seek(tp, offset):  # the fetcher reads on from there
+        seeks.append((tp, offset))
+        fetches.append(dict([records(topic, tp.partition, *range(offset, 3))]))
+
+    consumer.perform_seek, consumer.seek = perform_seek, seek
+    app.rebalancing = True
+    delivered = fetch_loop(churn, fetches)
+    assert seeks == [(TP(topic, 0), 0)]
+    assert delivered == [[(0, 0), (0, 1), (0, 2)]]
 
 
 def test_in_the_stream_mode_the_agents_get_the_inputs_and_also_only_after_the_seek(tmp_path):
@@ -246,11 +277,15 @@ def test_in_the_stream_mode_the_agents_get_the_inputs_and_also_only_after_the_se
         seeks.append(app.rebalancing)
         app.rebalancing = False
 
+    async def seek(tp, offset):
+        seeks.append((tp.partition, offset))
+
     consumer.callback, consumer.wait_first, consumer.perform_seek = conductor, wait_first, perform_seek
+    consumer.seek = seek
     app.rebalancing = True
     early, after_seek = dict([records(topic, 0, 441, 442)]), dict([records(topic, 0, 140, 141)])
     assert fetch_loop(churn, [early, after_seek], batched=False) == []  # nothing batched
-    assert conducted == [(0, 140), (0, 141)] and seeks == [True]
+    assert conducted == [(0, 140), (0, 141)] and seeks == [(0, 441), True]
 
 
 def test_a_refused_seek_while_flow_is_stopped_is_logged_and_the_loop_goes_on(tmp_path, caplog):

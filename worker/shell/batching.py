@@ -106,7 +106,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 batch, stale = await self._take_batch(records, active, batch_topics, generation, seeked,
                                                       batched=handler is not None)
                 if stale:  # the assignment changed since the fetch, or its seek had not run: fetch again
-                    await self._refetch(len(batch) + stale)
+                    same = app.consumer_generation_id == generation  # else the new assignment set positions
+                    await self._refetch(len(batch) + sum(n for _, n in stale.values()),
+                                        _first_offsets(batch, stale) if same else {})
                     continue
                 if handler is None:
                     await self._commit_if_due()  # as faust's loop does (its streams ack the records)
@@ -122,11 +124,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 return  # stopping anyway
             raise
 
-    async def _refetch(self, dropped: int) -> None:
-        """Back to the committed offsets, leaving `dropped` fetched records undelivered."""
+    async def _refetch(self, dropped: int, rewind: Mapping[Any, int] | None = None) -> None:
+        """Back to the committed offsets, leaving `dropped` fetched records undelivered.
+        `rewind`: the first offset dropped per partition, sought first: the seek to the
+        committed offsets leaves a partition with none where it is, which would skip them."""
         if dropped:
             self.log.info("dropped %d records fetched across a rebalance; fetching from the committed offsets",
                           dropped)
+        for tp, offset in (rewind or {}).items():
+            try:
+                await self.seek(tp, offset)
+            except Exception as exc:  # no longer assigned: its new owner reads from the committed offset
+                self.log.warning("seek of %s back to %d failed: %r", tp, offset, exc)
         try:
             await self.perform_seek()
         except Exception as exc:  # a rebalance under way can refuse it; its own seek follows
@@ -134,11 +143,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _take_batch(self, records: Mapping[Any, list[Any]], active: set | None,
                           batch_topics: frozenset[str], generation: int, seeked: bool = True,
-                          batched: bool = True) -> tuple[list[Any], int]:
+                          batched: bool = True) -> tuple[list[Any], dict[Any, tuple[int, int]]]:
         """The batch topics' records of one fetch, as faust Messages; every other topic's
         records (changelog recovery, standbys), and the batch topics' when not `batched`
         (an agent iterates them), go through faust's conductor, one by one, as faust's loop
-        hands them over. Also the number of batch records left out because the
+        hands them over. Also, per partition, the first offset and number of the batch
+        topics' records left out because the
         assignment changed since `generation` (before or during this fetch: a rebalance can
         run to its end while the conductor has a record): the new assignment's seek set the
         read offsets to the committed ones, and one set past them here would make those
@@ -156,7 +166,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         app, callback, to_message, read_offset = self.app, self.callback, self._to_message, self._read_offset
         acks_enabled_for = app.topics.acks_enabled_for
         batch: list[Any] = []
-        stale = 0
+        stale: dict[Any, tuple[int, int]] = {}
         for tp, tp_records in records.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue
@@ -165,7 +175,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             mine = source and batched
             for record in tp_records:
                 if source and (app.consumer_generation_id != generation or not seeked or app.rebalancing):
-                    stale += 1
+                    first, left_out = stale.get(tp, (record.offset, 0))
+                    stale[tp] = (min(first, record.offset), left_out + 1)
                     continue
                 offset, last = record.offset, read_offset[tp]
                 if last is not None and offset < last:
@@ -225,3 +236,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
 class BatchTransport(faust_aiokafka.Transport):
     Consumer = BatchConsumer
+
+
+def _first_offsets(batch: list[Any], stale: Mapping[Any, tuple[int, int]]) -> dict[Any, int]:
+    """The first offset per partition among the records of a fetch that is dropped."""
+    first = {tp: offset for tp, (offset, _) in stale.items()}
+    for message in batch:
+        first[message.tp] = min(message.offset, first.get(message.tp, message.offset))
+    return first
