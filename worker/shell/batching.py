@@ -22,8 +22,13 @@ which would leave faust's commit stuck behind the hole for good. Changelog recor
 go to the conductor (recovery keeps its own offsets: one dropped would never come again).
 No input record fetched before the assignment's seek to the committed offsets is
 delivered either (faust lets new partitions be fetched at the end of table recovery, a
-moment before that seek). In the stream input mode (no batch handler) the same loop hands the input records
-to the conductor, which feeds the agent, so that mode waits for the seek too.
+moment before that seek): from a position that seek had not set, later records would
+raise the source offset each state keeps, and the earlier ones, fetched after the seek,
+would be taken for redeliveries and lost. A fetch dropped within one assignment is
+first sought back to its first record per partition, since the seek to the committed
+offsets leaves a partition with none where it is. In the stream input mode (no batch
+handler) the same loop hands the input records to the conductor, which feeds the agent,
+so that mode waits for the seek too.
 
 `fetch_max_wait_ms` is Kafka's `fetch.max.wait.ms`, which faust fixes at 1500 ms. A broker
 holds a fetch up to that long when it has less than `fetch.min.bytes` (1 byte) to return;
@@ -148,21 +153,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         records (changelog recovery, standbys), and the batch topics' when not `batched`
         (an agent iterates them), go through faust's conductor, one by one, as faust's loop
         hands them over. Also, per partition, the first offset and number of the batch
-        topics' records left out because the
-        assignment changed since `generation` (before or during this fetch: a rebalance can
-        run to its end while the conductor has a record): the new assignment's seek set the
-        read offsets to the committed ones, and one set past them here would make those
-        records skipped when fetched again, a hole before the acked offsets that faust's
-        commit never passes (the partition's committed offset stops for good).
-
-        Batch records are left out the same way when the fetch was issued before the
-        assignment's seek had run (`seeked` false, or faust still rebalancing): faust lets
-        the new partitions be fetched at the end of table recovery, a moment before it seeks
-        them to their committed offsets, and a position it has not set yet can lie past
-        records never applied. Delivered, those later records would raise the source offset
-        every state keeps, and the skipped ones, fetched after the seek, would be taken for
-        redeliveries and lost (seen with two workers: a partition taken over from a killed
-        worker read first from near its end, then from its committed offset)."""
+        topics' records left out, untouched (no read offset set past them: faust's commit
+        would never pass that hole), because the assignment changed since `generation`
+        (before or during this fetch: a rebalance can run to its end while the conductor
+        has a record) or its seek had not run (`seeked` false, or faust still rebalancing:
+        a position that seek has not set can lie past records never applied, which would
+        then be taken for redeliveries)."""
         app, callback, to_message, read_offset = self.app, self.callback, self._to_message, self._read_offset
         acks_enabled_for = app.topics.acks_enabled_for
         batch: list[Any] = []
