@@ -214,7 +214,7 @@ def test_records_fetched_before_the_assignments_seek_wait_for_it(tmp_path, caplo
 
     async def perform_seek():  # the seek, then faust's end of the rebalance
         seeks.append(app.rebalancing)
-        consumer._read_offset[TP(topic, 0)] = 140
+        consumer._read_offset[TP(topic, 0)] = consumer._committed_offset[TP(topic, 0)] = 140
         app.rebalancing = False
 
     async def seek(tp, offset):  # back to where the fetch began, before the seek to the committed offsets
@@ -227,6 +227,7 @@ def test_records_fetched_before_the_assignments_seek_wait_for_it(tmp_path, caplo
         assert fetch_loop(churn, [early, after_seek]) == [[(0, 140), (0, 141)]]
     assert seeks == [(0, 441), True]
     assert "dropped 2 records fetched across a rebalance" in caplog.text
+    assert f"began past the committed offset (read again from it): {topic}[0] from 441, committed 140" in caplog.text
 
 
 def test_a_dropped_fetch_of_a_partition_with_no_committed_offset_is_fetched_again(tmp_path):

@@ -145,6 +145,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self.perform_seek()
         except Exception as exc:  # a rebalance under way can refuse it; its own seek follows
             self.log.warning("seek to the committed offsets failed: %r", exc)
+        if past := _past_committed(rewind or {}, self._committed_offset):
+            self.log.warning("a dropped fetch began past the committed offset (read again from it): %s", past)
 
     async def _take_batch(self, records: Mapping[Any, list[Any]], active: set | None,
                           batch_topics: frozenset[str], generation: int, seeked: bool = True,
@@ -240,3 +242,10 @@ def _first_offsets(batch: list[Any], stale: Mapping[Any, tuple[int, int]]) -> di
     for message in batch:
         first[message.tp] = min(message.offset, first.get(message.tp, message.offset))
     return first
+
+
+def _past_committed(first: Mapping[Any, int], committed: Mapping[Any, int | None]) -> str:
+    """The partitions whose dropped fetch began past their committed offset, as
+    `topic[partition] from F, committed C`: records the seek saved from being skipped."""
+    return ", ".join(f"{tp.topic}[{tp.partition}] from {offset}, committed {at}" for tp, offset in first.items()
+                     if (at := committed.get(tp)) is not None and offset > at)
