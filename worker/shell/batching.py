@@ -133,10 +133,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Back to the committed offsets, leaving `dropped` fetched records undelivered.
         `rewind`: the first offset dropped per partition, sought first: the seek to the
         committed offsets leaves a partition with none where it is, which would skip them."""
+        rewind = rewind or {}
         if dropped:
             self.log.info("dropped %d records fetched across a rebalance; fetching from the committed offsets",
                           dropped)
-        for tp, offset in (rewind or {}).items():
+        for tp, offset in rewind.items():
             try:
                 await self.seek(tp, offset)
             except Exception as exc:  # no longer assigned: its new owner reads from the committed offset
@@ -145,7 +146,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self.perform_seek()
         except Exception as exc:  # a rebalance under way can refuse it; its own seek follows
             self.log.warning("seek to the committed offsets failed: %r", exc)
-        if past := _past_committed(rewind or {}, self._committed_offset):
+        if past := _past_committed(rewind, self._committed_offset):
             self.log.warning("a dropped fetch began past the committed offset (read again from it): %s", past)
 
     async def _take_batch(self, records: Mapping[Any, list[Any]], active: set | None,

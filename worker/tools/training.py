@@ -163,6 +163,7 @@ def rfm_scores(train_X: np.ndarray, train_y: np.ndarray, X: np.ndarray) -> np.nd
     value), fitted on `train_X` (snapshots before the test, out of time) and scoring `X`."""
     return fit_model(train_X[:, RFM], train_y, shaped=None).predict_proba(X[:, RFM])[:, 1]
 
+
 CALIBRATIONS = {
     "pooled": "none beyond the logistic regression itself, fitted on every cutoff at once",
     "platt-latest": "Platt scaling on the latest cutoff, folded into the coefficients",
